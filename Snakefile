@@ -1,0 +1,24 @@
+# AgeMapper: brain ages, brain-age deltas and their nIDP associations for 57 UK Biobank MRI
+# contrasts. This file is the table of contents; each stage lives in workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/deltas.smk"
+include: "workflow/rules/associations.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,137 @@
+"""Brain-age deltas and their age-bias correction.
+
+delta = predicted age - chronological age is biased: regression to the mean makes it correlate
+negatively with age. Two corrections, both fitted on data not used for training (validation)
+and applied to held-out data (test):
+
+- ``smith2019`` (Smith et al., NeuroImage 2019): regress delta on demeaned age (and age^2, ...)
+  and subtract the fit: delta_corrected = delta - X(age) @ beta.
+- ``linear`` (Cole; de Lange): fit predicted = a * age + b, then
+  delta_corrected = (predicted - b) / a - age.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+METHODS = ("smith2019", "linear")
+TERMS = ("age", "age2", "age3")
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    method: str
+    terms: tuple[str, ...]
+    age_mean: float
+    age_scale: float
+    coef: tuple[float, ...]
+
+    def design(self, age: np.ndarray) -> np.ndarray:
+        z = (np.asarray(age, float) - self.age_mean) / self.age_scale
+        cols = [np.ones_like(z)]
+        for term in self.terms:
+            power = {"age": 1, "age2": 2, "age3": 3}[term]
+            cols.append(z**power)
+        return np.column_stack(cols)
+
+    def apply(self, age, predicted) -> np.ndarray:
+        age = np.asarray(age, float)
+        predicted = np.asarray(predicted, float)
+        if self.method == "linear":
+            a, b = self.coef
+            return (predicted - b) / a - age
+        return (predicted - age) - self.design(age) @ np.asarray(self.coef)
+
+
+def fit_bias_correction(age, predicted, method: str = "smith2019", terms=("age", "age2")):
+    """Fit the correction on (age, predicted) pairs of the fitting split."""
+    age = np.asarray(age, float)
+    predicted = np.asarray(predicted, float)
+    if method not in METHODS:
+        raise ValueError(f"unknown bias correction {method!r}; expected one of {METHODS}")
+    if len(age) < 3:
+        raise ValueError(f"bias correction needs at least 3 subjects, got {len(age)}")
+    if method == "linear":
+        a, b = np.polyfit(age, predicted, 1)
+        if abs(a) < 1e-6:
+            raise ValueError("predicted age does not vary with age; cannot invert the fit")
+        return BiasCorrection("linear", (), 0.0, 1.0, (float(a), float(b)))
+    unknown = [t for t in terms if t not in TERMS]
+    if unknown:
+        raise ValueError(f"unknown bias-correction term(s) {unknown}; expected {TERMS}")
+    scale = float(age.std()) or 1.0
+    corr = BiasCorrection("smith2019", tuple(terms), float(age.mean()), scale, ())
+    X = corr.design(age)
+    beta, *_ = np.linalg.lstsq(X, predicted - age, rcond=None)
+    return BiasCorrection("smith2019", tuple(terms), corr.age_mean, scale, tuple(map(float, beta)))
+
+
+def _pearson(x, y) -> float:
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(stats.pearsonr(x, y)[0])
+
+
+def correct_deltas(
+    predictions: pd.DataFrame,
+    method: str = "smith2019",
+    terms=("age", "age2"),
+    fit_split: str = "validation",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deltas for every contrast and sex, corrected with a fit on ``fit_split``.
+
+    ``predictions`` has columns contrast, sex, subject, split, half, age, predicted and
+    replicate_* columns. Returns (deltas, metrics): one row per subject and contrast, and one
+    row per contrast, sex and split with MAE and correlations before and after correction.
+    """
+    rows, metrics = [], []
+    for (contrast, sex), group in predictions.groupby(["contrast", "sex"], sort=False):
+        fit = group[group.split == fit_split]
+        corr = fit_bias_correction(fit.age, fit.predicted, method, terms)
+        out = group[["subject", "sex", "split", "half", "age", "predicted"]].copy()
+        out["delta"] = out.predicted - out.age
+        out["delta_corrected"] = corr.apply(out.age, out.predicted)
+        out["predicted_corrected"] = out.age + out.delta_corrected
+        out["contrast"] = contrast
+        rows.append(out)
+        replicate_cols = [c for c in group.columns if c.startswith("replicate_")]
+        for split, part in out.groupby("split", sort=False):
+            reps = group.loc[part.index, replicate_cols]
+            rep_mae = (reps.sub(part.age, axis=0)).abs().mean()
+            metrics.append(
+                {
+                    "contrast": contrast,
+                    "sex": sex,
+                    "split": split,
+                    "n": len(part),
+                    "mae": float(part.delta.abs().mean()),
+                    "r_predicted_age": _pearson(part.predicted, part.age),
+                    "r_delta_age": _pearson(part.delta, part.age),
+                    "mae_corrected": float(part.delta_corrected.abs().mean()),
+                    "r_delta_corrected_age": _pearson(part.delta_corrected, part.age),
+                    "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
+                    "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
+                    "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,
+                    "mae_mean_age_baseline": float((part.age - fit.age.mean()).abs().mean()),
+                    "correction": corr.method,
+                    "correction_coef": " ".join(f"{c:.6g}" for c in corr.coef),
+                }
+            )
+    columns = [
+        "subject",
+        "sex",
+        "split",
+        "half",
+        "age",
+        "predicted",
+        "delta",
+        "delta_corrected",
+        "predicted_corrected",
+        "contrast",
+    ]
+    deltas = pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+    return deltas, pd.DataFrame(metrics)

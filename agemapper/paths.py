@@ -1,0 +1,71 @@
+"""Every file name of the workflow, built from entities in one place.
+
+Functions return concrete paths when given values and Snakemake patterns when left at their
+defaults (``{contrast}``, ``{sex}``, ``{split}``, ``{replicate}``), so rules and code agree.
+"""
+
+from __future__ import annotations
+
+ROOT = "results"
+C, S, P, R = "{contrast}", "{sex}", "{split}", "{replicate}"
+
+
+def cache(contrast=C, sex=S, split=P) -> str:
+    return f"{ROOT}/cache/{contrast}/{sex}_{split}.npy"
+
+
+def manifest(contrast=C, sex=S, split=P) -> str:
+    return f"{ROOT}/cache/{contrast}/{sex}_{split}.tsv"
+
+
+def cache_info(contrast=C, sex=S, split=P) -> str:
+    return f"{ROOT}/cache/{contrast}/{sex}_{split}.json"
+
+
+def model_dir(contrast=C, sex=S, replicate=R) -> str:
+    return f"{ROOT}/models/{contrast}/{sex}/replicate-{replicate}"
+
+
+def weights(contrast=C, sex=S, replicate=R) -> str:
+    return f"{model_dir(contrast, sex, replicate)}/model.safetensors"
+
+
+def model_metadata(contrast=C, sex=S, replicate=R) -> str:
+    return f"{model_dir(contrast, sex, replicate)}/metadata.json"
+
+
+def training_metrics(contrast=C, sex=S, replicate=R) -> str:
+    return f"{model_dir(contrast, sex, replicate)}/metrics.tsv"
+
+
+def checkpoint(contrast=C, sex=S) -> str:
+    """Resumable training state; deliberately not a Snakemake output, so it survives failures."""
+    return f"{ROOT}/checkpoints/{contrast}/{sex}/checkpoint.safetensors"
+
+
+def predictions(contrast=C, sex=S) -> str:
+    return f"{ROOT}/predictions/{contrast}/{sex}.tsv"
+
+
+def scale_factors() -> str:
+    return f"{ROOT}/qc/scale_factors.tsv"
+
+
+DELTAS = f"{ROOT}/deltas/all.csv"
+DELTA_METRICS = f"{ROOT}/deltas/metrics.tsv"
+DELTA_PLOT = f"{ROOT}/deltas/predicted_vs_age.png"
+ASSOCIATIONS = f"{ROOT}/associations/all.tsv"
+SIGNIFICANT = f"{ROOT}/associations/significant.tsv"
+DROPPED_NIDPS = f"{ROOT}/associations/dropped_nidps.tsv"
+EVALUATION = f"{ROOT}/evaluation/synthetic_truth.txt"
+EVALUATION_TABLE = f"{ROOT}/evaluation/synthetic_truth.tsv"
+
+
+def log(rule: str, *entities) -> str:
+    name = "_".join(str(e) for e in entities) or rule
+    return f"{ROOT}/logs/{rule}/{name}.log"
+
+
+def benchmark(rule: str, *entities) -> str:
+    name = "_".join(str(e) for e in entities) or rule
+    return f"{ROOT}/benchmarks/{rule}/{name}.tsv"

@@ -1,0 +1,76 @@
+"""Predicting brain age with trained replicates, and their per-subject mean."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ConfigError
+from .preprocess import open_cache
+from .training import load_model
+
+log = logging.getLogger(__name__)
+
+# Fields of a model's input contract that a cache must match exactly.
+CONTRACT_KEYS = ("contrast", "resolution", "data_file", "volume", "normalise", "scale_factor")
+
+
+def check_contract(meta: dict, info: dict, weights) -> None:
+    """Refuse a network whose input contract differs from the cache it is asked to read."""
+    expected = meta.get("input", {})
+    actual = {**info.get("contrast", {}), "shape": list(info.get("shape", []))}
+    problems = [
+        f"{k}: model {expected.get(k)!r} vs data {actual.get(k)!r}"
+        for k in (*CONTRACT_KEYS, "shape")
+        if k in expected and _norm(expected.get(k)) != _norm(actual.get(k))
+    ]
+    if problems:
+        raise ConfigError(f"model {weights} does not match its input: " + "; ".join(problems))
+
+
+def _norm(v):
+    if isinstance(v, float):
+        return round(v, 9)
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+@torch.no_grad()
+def predict_cache(models, cache, batch_size: int = 12, device: str = "cpu") -> np.ndarray:
+    """Predicted ages, one column per model, for every subject in a cache."""
+    arr, _ = open_cache(cache)
+    dev = torch.device(device)
+    out = np.zeros((arr.shape[0], len(models)), dtype=np.float64)
+    for start in range(0, arr.shape[0], batch_size):
+        x = torch.from_numpy(np.array(arr[start : start + batch_size])).to(dev)
+        x = x.float().unsqueeze(1)
+        for j, model in enumerate(models):
+            out[start : start + len(x), j] = model.to_age(model(x)).double().cpu().numpy()
+    return out
+
+
+def predict(weights: list, caches: list, infos: list, device: str = "cpu") -> pd.DataFrame:
+    """Predict every cache with every replicate; add the replicate mean as ``predicted``."""
+    import json
+
+    loaded = [load_model(w, device) for w in weights]
+    models = [m for m, _ in loaded]
+    frames = []
+    for cache, info_path in zip(caches, infos, strict=True):
+        with open(info_path) as fh:
+            info = json.load(fh)
+        for w, (_, meta) in zip(weights, loaded, strict=True):
+            check_contract(meta, info, w)
+        _, manifest = open_cache(cache)
+        preds = predict_cache(models, cache, device=device)
+        table = manifest[["subject", "sex", "split", "half", "age"]].copy()
+        for j in range(preds.shape[1]):
+            table[f"replicate_{j + 1}"] = preds[:, j]
+        table["predicted"] = preds.mean(axis=1)
+        frames.append(table)
+        log.info("%s: %d subjects predicted", cache, len(table))
+    return pd.concat(frames, ignore_index=True)

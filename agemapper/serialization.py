@@ -1,0 +1,108 @@
+"""Weights and training state in formats that cannot execute code.
+
+Weights and checkpoints are safetensors files: raw tensors plus a JSON string of metadata.
+Nothing is ever unpickled; where a foreign ``.pth`` must be read, :func:`load_torch_weights`
+uses ``torch.load(weights_only=True)``, which refuses arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import InputDataError
+from .io import atomic_path
+
+META_KEY = "agemapper"
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Save tensors and JSON-able metadata to a safetensors file, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(metadata, default=_jsonable)})
+
+
+def load_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file written by :func:`save_tensors`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError("file is missing", path=path)
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputDataError(f"not a readable safetensors file ({exc})", path=path) from exc
+    return tensors, json.loads(meta.get(META_KEY, "{}"))
+
+
+def load_torch_weights(path) -> dict[str, torch.Tensor]:
+    """Read a PyTorch ``.pth``/``.pth.tar`` state dict without executing pickled code."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError and friends: refused, never run
+        raise InputDataError(f"refused: not a plain tensor file ({exc})", path=path) from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputDataError("does not hold a state dict of tensors", path=path)
+    return obj
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in metadata")
+
+
+def fingerprint(*parts) -> str:
+    """A stable hash of JSON-able parts (configs, subject lists)."""
+    text = json.dumps(parts, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def derive_seed(base: int, *parts) -> int:
+    """A reproducible 31-bit seed from a base seed and entities (contrast, sex, replicate)."""
+    text = "/".join(str(p) for p in (base, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def flatten_state(prefix: str, state: dict, tensors: dict, meta: dict) -> None:
+    """Split a (nested) state dict into tensors and JSON metadata under ``prefix``."""
+    for key, value in state.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value
+        elif isinstance(value, dict):
+            flatten_state(name, value, tensors, meta)
+        else:
+            meta[name] = value
+
+
+def unflatten_state(prefix: str, tensors: dict, meta: dict) -> dict:
+    """Inverse of :func:`flatten_state` (integer-like keys become ints again)."""
+    out: dict = {}
+    plen = len(prefix) + 1
+    items = [(k[plen:], v) for k, v in tensors.items() if k.startswith(prefix + "/")]
+    items += [(k[plen:], v) for k, v in meta.items() if k.startswith(prefix + "/")]
+    for key, value in items:
+        node = out
+        parts = key.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(_key(part), {})
+        node[_key(parts[-1])] = value
+    return out
+
+
+def _key(part: str):
+    return int(part) if part.isdigit() else part

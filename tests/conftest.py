@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny volumes, caches and subject tables (CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agemapper.contrasts import Contrast
+from agemapper.grids import GRIDS
+from agemapper.nifti import write_volume
+from agemapper.preprocess import preprocess_split
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def brain_volume(grid="1mm", value=100.0, seed=0, extra_dims=()):
+    """A blocky 'brain' on an FSL grid: zeros outside, noisy values inside."""
+    g = GRIDS[grid]
+    rng = np.random.default_rng(seed)
+    vol = np.zeros(g.shape + tuple(extra_dims), dtype=np.float32)
+    s = tuple(slice(n // 5, 4 * n // 5) for n in g.shape)
+    inner = vol[s]
+    inner[...] = value + rng.standard_normal(inner.shape).astype(np.float32)
+    return vol
+
+
+@pytest.fixture
+def t1_contrast():
+    return Contrast(
+        "T1_nonlinear", "structural", "1mm", "T1/T1_brain_to_MNI.nii.gz", None, "mean", 2.0
+    )
+
+
+@pytest.fixture
+def rs_contrast():
+    return Contrast(
+        "rsfmri_2", "resting fMRI", "2mm", "fMRI/rfMRI_25.dr/dr_stage2.nii.gz", 2, "none", 10.0
+    )
+
+
+def make_subjects(n, sex="female", split="train", start=1000000, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "subject": [str(start + i) for i in range(n)],
+            "sex": sex,
+            "split": split,
+            "half": "",
+            "age": rng.uniform(45, 80, n),
+        }
+    )
+
+
+def make_cache(tmp_path, name, n, shape=(32, 32, 32), seed=0, signal=True):
+    """A cache whose volumes encode age (brightness of a central block), for training tests."""
+    from agemapper.io import write_json, write_table
+
+    rng = np.random.default_rng(seed)
+    subjects = make_subjects(n, seed=seed, start=2000000 + 1000 * seed)
+    arr = rng.standard_normal((n, *shape)).astype(np.float32) * 0.1
+    if signal:
+        c = tuple(slice(s // 4, 3 * s // 4) for s in shape)
+        for i, age in enumerate(subjects.age):
+            arr[(i, *c)] += (age - 62) / 10
+    cache = tmp_path / f"{name}.npy"
+    np.save(cache, arr.astype(np.float16))
+    manifest = subjects.copy()
+    manifest.insert(0, "row", np.arange(n))
+    write_table(tmp_path / f"{name}.tsv", manifest)
+    contract = {
+        "contrast": "T1_nonlinear",
+        "modality": "structural",
+        "resolution": "1mm",
+        "data_file": "T1/T1_brain_to_MNI.nii.gz",
+        "volume": None,
+        "normalise": "mean",
+        "scale_factor": 2.0,
+    }
+    write_json(tmp_path / f"{name}.json", {"contrast": contract, "shape": list(shape)})
+    return cache, contract
+
+
+def write_subject_files(root, contrast, subjects, grid, volume_dims=(), seed=0):
+    for i, s in enumerate(subjects.subject):
+        vol = brain_volume(grid, 100.0 + i, seed=seed + i, extra_dims=volume_dims)
+        write_volume(contrast.path_for(root, s), vol, GRIDS[grid], np.float32)
+
+
+@pytest.fixture
+def preprocessed(tmp_path, t1_contrast):
+    subjects = make_subjects(4)
+    write_subject_files(tmp_path / "data", t1_contrast, subjects, "1mm")
+    out = tmp_path / "cache"
+    table = preprocess_split(
+        subjects,
+        t1_contrast,
+        tmp_path / "data",
+        (40, 48, 40),
+        out / "c.npy",
+        out / "c.tsv",
+        out / "c.json",
+        threads=2,
+    )
+    return out, table, subjects

@@ -1,0 +1,46 @@
+import pytest
+from conftest import make_cache
+
+from agemapper.errors import ConfigError
+from agemapper.predict import check_contract, predict
+from agemapper.training import train_replicates
+
+MODEL = {"architecture": "agemapper", "channels": [2, 4, 4, 4, 4], "fully_connected": [8]}
+TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}
+
+
+def test_predict_every_replicate_and_their_mean(tmp_path):
+    train, contract = make_cache(tmp_path, "train", 8, seed=1)
+    val, _ = make_cache(tmp_path, "val", 6, seed=2)
+    test, _ = make_cache(tmp_path, "test", 5, seed=3)
+    w = [tmp_path / f"r{i}.safetensors" for i in range(3)]
+    m = [tmp_path / f"r{i}.json" for i in range(3)]
+    t = [tmp_path / f"r{i}.tsv" for i in range(3)]
+    train_replicates(
+        train,
+        val,
+        MODEL,
+        TRAINING,
+        contract,
+        ("T1", "f"),
+        w,
+        m,
+        t,
+        tmp_path / "k.safetensors",
+        {"device": "cpu"},
+    )
+    table = predict(w, [val, test], [tmp_path / "val.json", tmp_path / "test.json"])
+    assert len(table) == 11
+    reps = table[["replicate_1", "replicate_2", "replicate_3"]]
+    assert (table.predicted - reps.mean(axis=1)).abs().max() < 1e-9
+    assert reps.std(axis=1).min() > 0  # three different networks
+
+
+def test_contract_mismatch_is_refused():
+    meta = {"input": {"contrast": "swi", "scale_factor": 76.58, "shape": [40, 48, 40]}}
+    info = {"contrast": {"contrast": "swi", "scale_factor": 76.58}, "shape": [40, 48, 40]}
+    check_contract(meta, info, "w")
+    with pytest.raises(ConfigError, match="contrast: model 'swi' vs data 'T1_linear'"):
+        check_contract(meta, {**info, "contrast": {"contrast": "T1_linear"}}, "w")
+    with pytest.raises(ConfigError, match="shape"):
+        check_contract(meta, {**info, "shape": [160, 192, 160]}, "w")

@@ -1,0 +1,70 @@
+import pickle
+
+import pytest
+import torch
+
+from agemapper.errors import InputDataError
+from agemapper.serialization import (
+    derive_seed,
+    flatten_state,
+    load_tensors,
+    load_torch_weights,
+    save_tensors,
+    unflatten_state,
+)
+
+
+def test_safetensors_round_trip_with_metadata(tmp_path):
+    save_tensors(tmp_path / "w.safetensors", {"a": torch.arange(3.0)}, {"k": [1, 2], "s": "x"})
+    tensors, meta = load_tensors(tmp_path / "w.safetensors")
+    assert torch.equal(tensors["a"], torch.arange(3.0)) and meta == {"k": [1, 2], "s": "x"}
+
+
+def test_optimizer_state_survives_flattening():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = {}, {}
+    flatten_state("opt", opt.state_dict(), tensors, meta)
+    back = unflatten_state("opt", tensors, meta)
+    opt2 = torch.optim.Adam(model.parameters())
+    opt2.load_state_dict(back)
+    for a, b in zip(
+        opt.state_dict()["state"].values(), opt2.state_dict()["state"].values(), strict=True
+    ):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth.tar"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": Boom()}, fh)
+    with pytest.raises(InputDataError, match="refused"):
+        load_torch_weights(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_plain_state_dict_is_accepted(tmp_path):
+    path = tmp_path / "ok.pth.tar"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    assert torch.equal(load_torch_weights(path)["w"], torch.ones(2))
+
+
+def test_not_a_safetensors_file(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputDataError, match="safetensors"):
+        load_tensors(tmp_path / "x.safetensors")
+
+
+def test_seeds_come_from_entities():
+    assert derive_seed(0, "T1", "male", 1) == derive_seed(0, "T1", "male", 1)
+    assert len({derive_seed(0, "T1", "male", r) for r in (1, 2, 3)}) == 3

@@ -1,0 +1,26 @@
+# Stage 5: deconfounded correlations of corrected deltas with nIDPs, FDR and Bonferroni.
+
+
+localrules:
+    associate_nidps,
+
+
+rule associate_nidps:
+    input:
+        deltas=paths.DELTAS,
+        nidps=COHORT["nidps"],
+        confounds=COHORT["confounds"],
+    output:
+        all=paths.ASSOCIATIONS,
+        significant=paths.SIGNIFICANT,
+        dropped=paths.DROPPED_NIDPS,
+    log:
+        paths.log("associate_nidps"),
+    benchmark:
+        paths.benchmark("associate_nidps")
+    conda:
+        "../envs/agemapper.yaml"
+    params:
+        associations=config["associations"],
+    script:
+        "../scripts/associate_nidps.py"

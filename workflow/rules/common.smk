@@ -1,0 +1,84 @@
+# Glue: config validation, the contrast table, wildcard constraints and input functions.
+import re
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The package sits next to the Snakefile (scripts reach it through workflow/scripts/agemapper,
+# a link, since Snakemake puts a script's folder on its path).
+sys.path.insert(0, workflow.basedir)
+try:
+    from agemapper import paths
+    from agemapper.contrasts import read_contrasts, select
+    from agemapper.errors import AgeMapperError
+except ImportError as exc:
+    raise WorkflowError(
+        f"cannot import the agemapper package ({exc}); install the environment "
+        "(environment.yml, or pip install -e .)"
+    )
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+try:
+    CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
+    CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
+except AgeMapperError as exc:
+    raise WorkflowError(str(exc))
+
+SEXES = list(config["sexes"])
+SPLITS = ["train", "validation", "test"]
+REPLICATES = list(range(1, config["training"]["replicates"] + 1))
+COHORT = config["cohort"]
+SYNTHETIC = config.get("synthetic")
+
+
+wildcard_constraints:
+    contrast="|".join(re.escape(c) for c in CONTRASTS),
+    sex="|".join(SEXES),
+    split="|".join(SPLITS),
+    replicate=r"\d+",
+
+
+def truth_file(name):
+    return f"{SYNTHETIC['truth_directory']}/{name}"
+
+
+def cohort_tables():
+    """The subject table (and, for the synthetic cohort, the marker that its images exist).
+
+    Images themselves are not declared inputs: a real study has over a million of them, and
+    stat-ing them would make planning take minutes. Preprocessing checks each file instead.
+    """
+    inputs = {"subjects": COHORT["subjects"]}
+    if COHORT.get("excluded"):
+        inputs["excluded"] = COHORT["excluded"]
+    if SYNTHETIC:
+        inputs["cohort"] = truth_file("cohort.json")
+    return inputs
+
+
+def replicate_files(kind):
+    """One file per replicate network of {contrast}/{sex}."""
+    build = {
+        "weights": paths.weights,
+        "metadata": paths.model_metadata,
+        "metrics": paths.training_metrics,
+    }[kind]
+    return [build(replicate=r) for r in REPLICATES]
+
+
+def all_predictions():
+    return expand(paths.predictions(), contrast=CONTRASTS, sex=SEXES)
+
+
+def all_targets():
+    targets = [
+        paths.DELTAS,
+        paths.SIGNIFICANT,
+        paths.scale_factors(),
+    ]
+    if SYNTHETIC:
+        targets.append(paths.EVALUATION)
+    return targets

@@ -1,0 +1,22 @@
+# Synthetic cohort only: how well the run recovered the ground truth.
+if SYNTHETIC:
+
+    localrules:
+        evaluate_synthetic,
+
+    rule evaluate_synthetic:
+        input:
+            deltas=paths.DELTAS,
+            metrics=paths.DELTA_METRICS,
+            significant=paths.SIGNIFICANT,
+            latent_deltas=truth_file("latent_deltas.tsv"),
+            planted=truth_file("planted.tsv"),
+        output:
+            report=paths.EVALUATION,
+            table=paths.EVALUATION_TABLE,
+        log:
+            paths.log("evaluate_synthetic"),
+        conda:
+            "../envs/agemapper.yaml"
+        script:
+            "../scripts/evaluate_synthetic.py"

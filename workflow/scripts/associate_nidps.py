@@ -1,0 +1,15 @@
+"""Adapter: associations of corrected deltas with nIDPs (all tests, and the significant ones)."""
+
+from agemapper.associations import run_associations
+from agemapper.runner import log_to
+
+log = log_to(snakemake.log[0])
+run_associations(
+    snakemake.input.deltas,
+    snakemake.input.nidps,
+    snakemake.input.confounds,
+    snakemake.params.associations,
+    snakemake.output.all,
+    snakemake.output.significant,
+    snakemake.output.dropped,
+)

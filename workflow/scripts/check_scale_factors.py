@@ -1,0 +1,20 @@
+"""Adapter: scale factors recomputed from the training split, beside the table's."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from agemapper.contrasts import read_contrasts
+from agemapper.io import write_table
+from agemapper.preprocess import estimate_scale_factors
+from agemapper.runner import log_to
+
+log = log_to(snakemake.log[0])
+manifests = {}
+for path in snakemake.input.manifests:  # results/cache/{contrast}/{sex}_train.tsv
+    contrast = Path(path).parent.name
+    frame = pd.read_csv(path, sep="\t")
+    manifests[contrast] = pd.concat([manifests.get(contrast), frame], ignore_index=True)
+table = estimate_scale_factors(manifests, read_contrasts(snakemake.input.contrasts))
+write_table(snakemake.output.table, table)
+log.info("scale factors (estimated / table):\n%s", table.to_string(index=False))

@@ -1,0 +1,12 @@
+"""Adapter: predict validation and test subjects with every replicate; add their mean."""
+
+from agemapper.io import write_table
+from agemapper.predict import predict
+from agemapper.runner import log_to
+from agemapper.training import resolve_device
+
+log = log_to(snakemake.log[0])
+device = resolve_device(snakemake.config.get("runtime", {}).get("device", "auto"))
+table = predict(snakemake.input.weights, snakemake.input.caches, snakemake.input.infos, device)
+table.insert(0, "contrast", snakemake.wildcards.contrast)
+write_table(snakemake.output.predictions, table)

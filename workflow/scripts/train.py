@@ -1,0 +1,24 @@
+"""Adapter: train the replicate networks of one contrast and sex."""
+
+import json
+
+from agemapper.runner import log_to
+from agemapper.training import train_replicates
+
+log = log_to(snakemake.log[0])
+w, out = snakemake.wildcards, snakemake.output
+with open(snakemake.input.info) as fh:
+    contract = json.load(fh)["contrast"]
+train_replicates(
+    snakemake.input.train,
+    snakemake.input.validation,
+    snakemake.params.model,
+    snakemake.params.training,
+    contract,
+    (w.contrast, w.sex),
+    out.weights,
+    out.metadata,
+    out.metrics,
+    snakemake.params.checkpoint,
+    runtime={**snakemake.config.get("runtime", {}), "threads": snakemake.threads},
+)
