@@ -123,6 +123,21 @@ def load_volume(
     return arr
 
 
+def nifti_bytes(data: np.ndarray, grid: Grid, quantum: float | None = None) -> bytes:
+    """A single-file NIfTI-1 image of ``data`` as stored (no rescaling), slope ``quantum``."""
+    data = np.asarray(data)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape(data.shape)
+    header.set_zooms((grid.voxel_mm,) * 3 + (1.0,) * (data.ndim - 3))
+    header.set_xyzt_units("mm", "sec")
+    header.set_qform(grid.affine_array, code=4)  # MNI152
+    header.set_sform(grid.affine_array, code=4)
+    header.set_slope_inter(1.0 if quantum is None else quantum, 0.0)
+    header["vox_offset"] = 352
+    return header.binaryblock + b"\x00" * 4 + data.tobytes(order="F")
+
+
 def write_volume(
     path, data: np.ndarray, grid: Grid, dtype=np.int16, quantum: float | None = None, level: int = 1
 ) -> None:
@@ -132,21 +147,18 @@ def write_volume(
     third of the noise level keeps files small); data already of that integer type is taken as
     those stored values. Without ``quantum`` nibabel picks the scaling.
     """
-    if quantum is not None and np.asarray(data).dtype == np.dtype(dtype):
-        ints = np.asarray(data)  # already stored values: round(value / quantum)
-        img = nib.Nifti1Image(ints, grid.affine_array)
-        img.header.set_slope_inter(quantum, 0.0)
+    data = np.asarray(data)
+    if quantum is not None and data.dtype == np.dtype(dtype):
+        raw = nifti_bytes(data, grid, quantum)  # already stored values: round(value / quantum)
     elif quantum is not None and np.issubdtype(np.dtype(dtype), np.integer):
-        data = np.asarray(data, dtype=np.float32)
         info = np.iinfo(dtype)
-        ints = np.clip(np.rint(data / np.float32(quantum)), info.min, info.max).astype(dtype)
-        img = nib.Nifti1Image(ints, grid.affine_array)
-        img.header.set_slope_inter(quantum, 0.0)
+        q = np.clip(np.rint(data.astype(np.float32) / np.float32(quantum)), info.min, info.max)
+        raw = nifti_bytes(q.astype(dtype), grid, quantum)
     else:
-        img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), grid.affine_array)
+        img = nib.Nifti1Image(data.astype(np.float32), grid.affine_array)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_qform(grid.affine_array, code=4)
+        img.header.set_sform(grid.affine_array, code=4)
         img.set_data_dtype(dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_qform(grid.affine_array, code=4)  # MNI152
-    img.header.set_sform(grid.affine_array, code=4)
-    raw = img.to_bytes()
+        raw = img.to_bytes()
     write_bytes(path, _compress(raw, level) if str(path).endswith(".gz") else raw)

@@ -41,7 +41,7 @@ def resample(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Resample a 3D volume to ``shape``: trilinear (aligned corners) up, area average down."""
     shape = tuple(int(s) for s in shape)
     if volume.shape == shape:
-        return volume
+        return np.array(volume, dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
     if all(t <= s for t, s in zip(shape, volume.shape, strict=True)):
         y = F.adaptive_avg_pool3d(x, shape)
@@ -53,25 +53,29 @@ def resample(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 def preprocess_volume(
     volume: np.ndarray, contrast: Contrast, shape: Sequence[int]
 ) -> tuple[np.ndarray, dict]:
-    """Crop, normalise, scale and resample one volume; also return its statistics."""
+    """Crop, normalise, scale and resample one volume; also return its statistics.
+
+    Resampling is linear, so the volume is resampled first and normalised on the (small)
+    result: the same numbers, without two passes over the full-resolution crop.
+    """
     grid = get_grid(contrast.resolution)
     cropped = volume[grid.crop_slices]
     crop_mean = float(cropped.mean(dtype=np.float64))
-    normalised = cropped
+    norm = 1.0
     if contrast.normalise == "mean":
         if crop_mean <= 0:
             raise ValueError(f"mean of the cropped volume is {crop_mean:g}; cannot normalise")
-        normalised = cropped / np.float32(crop_mean)
-    scaled = normalised / np.float32(contrast.scale_factor)
-    out = resample(scaled, shape)
+        norm = 1.0 / crop_mean
+    out = resample(cropped, shape)
+    out *= np.float32(norm / contrast.scale_factor)
+    sample = cropped[::2, ::2, ::2]  # QC statistics on every 8th voxel are plenty
+    inside = sample[sample != 0]
     stats = {
         "crop_mean": crop_mean,
-        "max_normalised": float(normalised.max()),
-        "p999_normalised": float(np.percentile(normalised[normalised != 0], 99.9))
-        if normalised.any()
-        else 0.0,
+        "max_normalised": float(cropped.max()) * norm,
+        "p999_normalised": float(np.percentile(inside, 99.9)) * norm if inside.size else 0.0,
         "max_scaled": float(out.max()),
-        "nonzero": float(np.count_nonzero(cropped) / cropped.size),
+        "nonzero": inside.size / sample.size,
     }
     return out, stats
 

@@ -62,7 +62,7 @@ def test_ageing_changes_images_the_way_the_recipes_say(table):
     swi_y, swi_o = render("swi", -1.5), render("swi", 1.5)
     deep = m["deep"] > 0
     assert swi_o[deep].mean() < swi_y[deep].mean() - 5  # iron lowers T2*
-    assert np.allclose(swi_o[~deep & (m["cortical"] == 0)], swi_y[~deep & (m["cortical"] == 0)])
+    assert swi_o[near_ventricles].mean() > swi_y[near_ventricles].mean()  # CSF is bright on T2*
     fa_y, fa_o = render("tbss_FA_s", -1.5), render("tbss_FA_s", 1.5)
     skel = m["skeleton"] > 0
     assert fa_o[skel].mean() < fa_y[skel].mean() and (fa_o[~skel] == 0).all()

@@ -85,7 +85,7 @@ def _tiny_config(tmp_path) -> Path:
     cfg["contrasts"] = ["T1_nonlinear", "tbss_FA_s", "rsfmri_0"]
     cfg["synthetic"].update(
         splits=str(REPO / "datasets/ukb_subjects.tsv"),
-        subjects_per_sex={"train": 8, "validation": 4, "testA": 4, "testB": 4},
+        subjects_per_sex={"train": 8, "validation": 4, "testA": 6, "testB": 6},
     )
     cfg["training"].update(replicates=2, epochs=2, batch_size=4)
     cfg["associations"].update(groups=["female", "pooled"], min_subjects=6)
@@ -123,7 +123,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     ]
     assert set(deltas.contrast) == {"T1_nonlinear", "tbss_FA_s", "rsfmri_0"}
     assert set(deltas.split) == {"validation", "test"}
-    assert len(deltas) == 3 * 2 * (4 + 8)
+    assert len(deltas) == 3 * 2 * (4 + 12)
     table = pd.read_csv(results / "associations/all.tsv", sep="\t")
     assert {
         "contrast",

@@ -35,17 +35,25 @@ class Anatomy:
         """Scatter mask-voxel values (or a (k, voxels) stack -> 4D) into a volume.
 
         With an integer ``dtype`` and a ``quantum``, values are stored as round(v / quantum).
+        The result is Fortran-ordered, NIfTI's own layout, so writing it is a plain copy.
         """
         values = np.asarray(values, dtype=np.float32)
         if quantum is not None and np.issubdtype(np.dtype(dtype), np.integer):
             info = np.iinfo(dtype)
             values = np.clip(np.rint(values / np.float32(quantum)), info.min, info.max)
         stack = values.reshape(-1, len(self.index))
-        out = np.zeros((int(np.prod(self.shape)), stack.shape[0]), dtype=dtype)
-        out[self.index] = stack.T
-        if values.ndim == 1:
-            return out.reshape(self.shape)
-        return out.reshape(*self.shape, stack.shape[0])
+        out = np.zeros((stack.shape[0], int(np.prod(self.shape))), dtype=dtype)
+        out[:, self.index_f] = stack
+        shape = self.shape if values.ndim == 1 else (*self.shape, stack.shape[0])
+        return out.reshape(-1).reshape(shape, order="F")
+
+    @property
+    def index_f(self) -> np.ndarray:
+        """Mask voxels as flat indices in Fortran (NIfTI) order."""
+        if not hasattr(self, "_index_f"):
+            ijk = np.unravel_index(self.index, self.shape)
+            self._index_f = np.ravel_multi_index(ijk, self.shape, order="F")
+        return self._index_f
 
 
 def _nilearn_to_fsl(data: np.ndarray) -> np.ndarray:

@@ -5,8 +5,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The package sits next to the Snakefile (scripts reach it through workflow/scripts/agemapper,
-# a link, since Snakemake puts a script's folder on its path).
+# The package sits next to the Snakefile (scripts reach it through workflow/scripts/_repo.py).
 sys.path.insert(0, workflow.basedir)
 try:
     from agemapper import paths

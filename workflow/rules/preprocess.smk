@@ -15,7 +15,7 @@ rule preprocess_contrast:
         paths.benchmark("preprocess_contrast", "{contrast}", "{sex}", "{split}")
     conda:
         "../envs/agemapper.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
     params:

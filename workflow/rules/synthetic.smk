@@ -19,7 +19,7 @@ if SYNTHETIC:
             paths.benchmark("generate_cohort")
         conda:
             "../envs/agemapper.yaml"
-        threads: 2
+        threads: workflow.cores
         params:
             synthetic=SYNTHETIC,
             contrasts=CONTRASTS,

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
 from agemapper.contrasts import read_contrasts

@@ -1,5 +1,6 @@
 """Adapter: bias-corrected brain-age deltas and per-contrast metrics, with a plot."""
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
 from agemapper.deltas import correct_deltas

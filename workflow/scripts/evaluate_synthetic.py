@@ -1,5 +1,6 @@
 """Adapter: compare the run with the synthetic cohort's ground truth; print and save it."""
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
 from agemapper import evaluate

@@ -1,5 +1,7 @@
 """Adapter: preprocess one contrast/sex/split into a cache + manifest."""
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
+
 from agemapper.contrasts import Contrast
 from agemapper.preprocess import preprocess_split
 from agemapper.runner import log_to

@@ -1,0 +1,36 @@
+import pandas as pd
+import pytest
+
+from agemapper import paths
+from agemapper.io import atomic_path, read_table, write_json, write_table
+from agemapper.plots import predicted_vs_age
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.tsv"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert not target.exists() and not list(tmp_path.iterdir())
+    write_table(target, pd.DataFrame({"a": [1]}))
+    assert read_table(target).a.tolist() == [1]
+    write_json(tmp_path / "x.json", {"b": 2})
+    assert (tmp_path / "x.json").read_text().strip().startswith("{")
+
+
+def test_paths_are_patterns_or_values():
+    assert paths.cache() == "results/cache/{contrast}/{sex}_{split}.npy"
+    assert paths.cache("swi", "male", "test") == "results/cache/swi/male_test.npy"
+    assert paths.weights("swi", "male", 2).endswith("swi/male/replicate-2/model.safetensors")
+    assert paths.manifest("a", "b", "c").replace(".tsv", ".npy") == paths.cache("a", "b", "c")
+
+
+def test_predicted_vs_age_plot(tmp_path):
+    rows = [
+        {"contrast": c, "sex": s, "split": "test", "age": 50 + i, "predicted": 51 + i}
+        for c in ("T1_nonlinear", "swi")
+        for s in ("female", "male")
+        for i in range(5)
+    ]
+    predicted_vs_age(pd.DataFrame(rows), tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
