@@ -178,3 +178,28 @@ def test_augmentation_shifts_and_zeroes_wrapped_z_slices():
     assert set(zero_planes.tolist()) == {0, 1, 2}
     assert torch.equal(augment(x, gen, 0, False), x)
     np.testing.assert_array_equal(out[:, :, :, :, 0].min(dim=1).values.numpy() >= 0, True)
+
+
+def test_sfcn_trains_with_soft_labels(tmp_path, caches):
+    train, val, contract = caches
+    w, m, t = _outputs(tmp_path, n=1)
+    sfcn = {"architecture": "sfcn", "channels": [2, 4, 4, 4, 4, 4], "bin_range": [40, 90]}
+    cfg = {**TRAINING, "epochs": 2, "loss": "kl"}
+    train_replicates(
+        train,
+        val,
+        sfcn,
+        cfg,
+        contract,
+        ("T1", "f"),
+        w,
+        m,
+        t,
+        tmp_path / "k.safetensors",
+        {"device": "cpu"},
+    )
+    model, meta = load_model(w[0])
+    assert meta["model"]["architecture"] == "sfcn"
+    ages = model.to_age(model(torch.zeros(2, 1, 32, 32, 32)))
+    assert ((ages > 40) & (ages < 90)).all()
+    assert pd.read_csv(t[0], sep="\t").val_mae.notna().all()
