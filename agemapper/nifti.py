@@ -20,8 +20,12 @@ from .errors import InputDataError
 from .grids import Grid
 from .io import write_bytes
 
+_ERRORS: tuple = (OSError, EOFError, zlib.error, ValueError)
 try:  # ISA-L: same format, about twice the speed of zlib
     from isal import igzip as _igzip
+    from isal.igzip_lib import IsalError
+
+    _ERRORS = (*_ERRORS, IsalError)
 except ImportError:  # pragma: no cover - exercised where isal is absent
     _igzip = None
 
@@ -53,7 +57,7 @@ def read_image(path, subject=None, contrast=None) -> nib.Nifti1Image:
     if data[:2] == b"\x1f\x8b":
         try:
             data = _decompress(data)
-        except (OSError, EOFError, zlib.error, ValueError) as exc:
+        except _ERRORS as exc:
             raise InputDataError(f"truncated or corrupt gzip data ({exc})", **err) from exc
     elif path.name.endswith(".gz"):
         raise InputDataError("named .gz but is not gzip-compressed", **err)

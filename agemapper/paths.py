@@ -51,6 +51,16 @@ def scale_factors() -> str:
     return f"{ROOT}/qc/scale_factors.tsv"
 
 
+def preprocess_qc(contrast=C, sex=S, split=P) -> str:
+    """Subjects a preprocessing job left out under ``qc: skip`` (empty when none)."""
+    return f"{ROOT}/qc/preprocess/{contrast}/{sex}_{split}.tsv"
+
+
+CHECKED_SUBJECTS = f"{ROOT}/qc/subjects.tsv"
+SUBJECT_PROBLEMS = f"{ROOT}/qc/subject_problems.tsv"
+QC_SUMMARY = f"{ROOT}/qc/skipped.tsv"
+
+
 DELTAS = f"{ROOT}/deltas/all.csv"
 DELTA_METRICS = f"{ROOT}/deltas/metrics.tsv"
 DELTA_PLOT = f"{ROOT}/deltas/predicted_vs_age.png"

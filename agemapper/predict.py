@@ -41,12 +41,13 @@ def _norm(v):
 
 @torch.no_grad()
 def predict_cache(models, cache, batch_size: int = 12, device: str = "cpu") -> np.ndarray:
-    """Predicted ages, one column per model, for every subject in a cache."""
-    arr, _ = open_cache(cache)
+    """Predicted ages, one column per model, for every subject in a cache's manifest."""
+    arr, manifest = open_cache(cache)
+    rows = manifest["row"].to_numpy()
     dev = torch.device(device)
-    out = np.zeros((arr.shape[0], len(models)), dtype=np.float64)
-    for start in range(0, arr.shape[0], batch_size):
-        x = torch.from_numpy(np.array(arr[start : start + batch_size])).to(dev)
+    out = np.zeros((len(rows), len(models)), dtype=np.float64)
+    for start in range(0, len(rows), batch_size):
+        x = torch.from_numpy(np.array(arr[rows[start : start + batch_size]])).to(dev)
         x = x.float().unsqueeze(1)
         for j, model in enumerate(models):
             out[start : start + len(x), j] = model.to_age(model(x)).double().cpu().numpy()

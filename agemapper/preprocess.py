@@ -30,6 +30,7 @@ from .errors import InputDataError
 from .grids import get_grid
 from .io import atomic_path, write_json, write_table
 from .nifti import load_volume
+from .qc import QCLog
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,14 @@ def preprocess_split(
     manifest,
     info,
     threads: int = 1,
+    qc: str = "strict",
+    qc_table=None,
 ) -> pd.DataFrame:
     """Read every subject's file for one contrast and write the cache, manifest and sidecar.
 
-    ``subjects`` holds the rows of one sex and split (subject, sex, split, half, age).
+    ``subjects`` holds the rows of one sex and split (subject, sex, split, half, age). A bad
+    file stops the job under ``qc="strict"``; under ``skip`` the subject is left out (its cache
+    row stays zero and is absent from the manifest) and recorded in ``qc_table``.
     """
     shape = tuple(int(s) for s in shape)
     n = len(subjects)
@@ -106,42 +111,57 @@ def preprocess_split(
         raise ValueError(f"no subjects to preprocess for {contrast.name}")
     grid = get_grid(contrast.resolution)
     ids = subjects.subject.astype(str).tolist()
+    first = subjects.iloc[0]
+    qclog = QCLog(qc, "preprocess", contrast=contrast.name, sex=first.sex, split=first.split)
 
     def work(i: int):
         path = contrast.path_for(data_directory, ids[i])
-        vol = load_volume(path, grid, contrast.volume, subject=ids[i], contrast=contrast.name)
         try:
-            return preprocess_volume(vol, contrast, shape)
-        except ValueError as exc:
-            raise InputDataError(
-                str(exc), path=path, subject=ids[i], contrast=contrast.name
-            ) from exc
+            vol = load_volume(path, grid, contrast.volume, subject=ids[i], contrast=contrast.name)
+            try:
+                return preprocess_volume(vol, contrast, shape)
+            except ValueError as exc:
+                raise InputDataError(
+                    str(exc), path=path, subject=ids[i], contrast=contrast.name
+                ) from exc
+        except InputDataError as exc:
+            return exc
 
-    stats = []
+    stats = {}
     start = time.monotonic()
     torch.set_num_threads(1)
     with atomic_path(cache, suffix=".npy") as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=(n, *shape))
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for i, (vol, st) in enumerate(pool.map(work, range(n))):
-                arr[i] = vol
-                stats.append(st)
+            for i, result in enumerate(pool.map(work, range(n))):
+                if isinstance(result, InputDataError):
+                    qclog.handle(result)  # raises under the strict policy
+                else:
+                    arr[i], stats[i] = result
                 if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
                     rate = (i + 1) / (time.monotonic() - start)
                     log.info(
                         "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-                        contrast.name,
-                        i + 1,
-                        n,
-                        rate,
-                        (n - i - 1) / rate,
-                    )
+                        contrast.name, i + 1, n, rate, (n - i - 1) / rate,
+                    )  # fmt: skip
+        if not stats:
+            raise InputDataError(
+                f"every one of the {n} {first.sex} {first.split} subjects failed QC "
+                f"(first: {qclog.rows[0]['problem']})",
+                contrast=contrast.name,
+            )
         arr.flush()
         del arr
-    table = subjects[["subject", "sex", "split", "half", "age"]].reset_index(drop=True).copy()
-    table.insert(0, "row", np.arange(n))
-    table = pd.concat([table, pd.DataFrame(stats, columns=STAT_COLUMNS)], axis=1)
+    rows = sorted(stats)
+    table = subjects[["subject", "sex", "split", "half", "age"]].reset_index(drop=True)
+    table = table.iloc[rows].reset_index(drop=True)
+    table.insert(0, "row", rows)
+    table = pd.concat([table, pd.DataFrame([stats[i] for i in rows], columns=STAT_COLUMNS)], axis=1)
     write_table(manifest, table)
+    if qc_table is not None:
+        write_table(qc_table, qclog.frame())
+    if len(qclog):
+        log.warning("%s: %d of %d subjects skipped by QC", contrast.name, len(qclog), n)
     write_json(
         info,
         {
@@ -149,7 +169,8 @@ def preprocess_split(
             "source_grid": {"name": grid.name, "shape": grid.shape, "crop": grid.crop},
             "shape": shape,
             "dtype": np.dtype(CACHE_DTYPE).name,
-            "subjects": n,
+            "subjects": len(rows),
+            "skipped": len(qclog),
             "agemapper_version": __version__,
         },
     )
@@ -157,13 +178,13 @@ def preprocess_split(
 
 
 def open_cache(cache) -> tuple[np.ndarray, pd.DataFrame]:
-    """Memory-map a cache and read its manifest (rows match)."""
+    """Memory-map a cache and read its manifest; ``manifest.row`` indexes the array."""
     paths = cache_paths(cache)
     arr = np.load(paths["cache"], mmap_mode="r", allow_pickle=False)
     manifest = pd.read_csv(paths["manifest"], sep="\t", dtype={"subject": str, "half": str})
     manifest["half"] = manifest["half"].fillna("")
-    if len(manifest) != arr.shape[0]:
-        raise ValueError(f"{paths['cache']}: {arr.shape[0]} volumes but {len(manifest)} rows")
+    if len(manifest) and (manifest.row.max() >= arr.shape[0] or manifest.row.min() < 0):
+        raise ValueError(f"{paths['cache']}: manifest rows outside the {arr.shape[0]} volumes")
     return arr, manifest
 
 

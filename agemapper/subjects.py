@@ -46,7 +46,10 @@ def _read_pair(directory: Path, sex: str, split: str, small: bool) -> pd.DataFra
 
 
 def read_released(directory, small: bool = False) -> pd.DataFrame:
-    """Read the release's split files into the tidy table (with test halves A/B)."""
+    """Read the release's split files into the tidy table (with test halves A/B), unchecked.
+
+    :func:`read_subjects` / :func:`check` validate the rows.
+    """
     directory = Path(directory)
     frames = []
     for sex in SEXES:
@@ -74,19 +77,33 @@ def read_released(directory, small: bool = False) -> pd.DataFrame:
                         path=directory / f"{sex}_test{half}_age.npy",
                     )
                 table.loc[idx, "half"] = half
-    return validate(table[COLUMNS], source=str(directory))
+    return table[COLUMNS]
 
 
 def read_excluded(path) -> set[str]:
     return set(_read_ids(Path(path)))
 
 
-def read_subjects(path, excluded=None) -> pd.DataFrame:
-    """Read a tidy subject table (TSV) or a directory of released split files."""
+def read_subjects(path, excluded=None, qc: str = "strict") -> pd.DataFrame:
+    """Read a tidy subject table (TSV) or a directory of released split files.
+
+    Under ``qc="skip"`` subjects with problems are dropped (see :func:`check`); under
+    ``strict`` the first problem raises an error naming the subject and the file.
+    """
+    table, _ = check(path, excluded, qc)
+    return table
+
+
+def check(path, excluded=None, qc: str = "strict") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The valid subjects and a QC table of the rows left out (under ``qc="skip"``)."""
+    from .qc import QCLog
+
     path = Path(path)
     if path.is_dir():
         table = read_released(path)
     else:
+        if not path.exists():
+            raise InputDataError("subject table is missing", path=path)
         try:
             table = pd.read_csv(path, sep="\t", dtype={"subject": str, "half": str})
         except Exception as exc:
@@ -97,52 +114,55 @@ def read_subjects(path, excluded=None) -> pd.DataFrame:
         if "half" not in table.columns:
             table["half"] = ""
         table["half"] = table["half"].fillna("")
-        table = validate(table[COLUMNS], source=str(path))
+        table = table[COLUMNS]
+    qclog = QCLog(qc, "subjects")
+    table = validate(table, source=str(path), qclog=qclog)
     if excluded:
         table = table[~table.subject.isin(set(excluded))].reset_index(drop=True)
-    return table
+    return table, qclog.frame()
 
 
-def validate(table: pd.DataFrame, source: str = "subject table") -> pd.DataFrame:
-    """Check ids, sexes, splits, halves and ages; raise an error naming the subject."""
+def validate(table: pd.DataFrame, source: str = "subject table", qclog=None) -> pd.DataFrame:
+    """Check ids, sexes, splits, halves and ages and that no subject is listed twice.
+
+    Each bad row is passed to ``qclog`` (which raises under the strict policy, the default);
+    under ``skip`` bad rows are dropped, and a subject listed twice is dropped altogether.
+    """
+    from .qc import QCLog
+
+    qclog = QCLog("strict", "subjects") if qclog is None else qclog
     table = table.copy()
     table["subject"] = table["subject"].astype(str).str.strip()
-    bad_sex = table[~table.sex.isin(SEXES)]
-    if len(bad_sex):
-        r = bad_sex.iloc[0]
-        raise InputDataError(f"sex {r.sex!r} is not one of {SEXES}", subject=r.subject, path=source)
-    bad_split = table[~table.split.isin(SPLITS)]
-    if len(bad_split):
-        r = bad_split.iloc[0]
-        raise InputDataError(
-            f"split {r.split!r} is not one of {SPLITS}", subject=r.subject, path=source
-        )
-    bad_half = table[
-        ~table.half.isin(("",) + HALVES) | ((table.half != "") & (table.split != "test"))
-    ]
-    if len(bad_half):
-        r = bad_half.iloc[0]
-        raise InputDataError(
-            f"half {r.half!r} must be A or B, and only for test subjects",
-            subject=r.subject,
-            path=source,
-        )
+    table["half"] = table["half"].fillna("").astype(str)
     ages = pd.to_numeric(table.age, errors="coerce")
-    bad_age = table[ages.isna() | (ages < AGE_RANGE[0]) | (ages > AGE_RANGE[1])]
-    if len(bad_age):
-        r = bad_age.iloc[0]
-        raise InputDataError(
-            f"age {r.age!r} is missing, not a number or outside {AGE_RANGE}",
-            subject=r.subject,
-            path=source,
+    checks = [
+        (~table.sex.isin(SEXES), lambda r: f"sex {r.sex!r} is not one of {SEXES}"),
+        (~table.split.isin(SPLITS), lambda r: f"split {r.split!r} is not one of {SPLITS}"),
+        (
+            ~table.half.isin(("",) + HALVES) | ((table.half != "") & (table.split != "test")),
+            lambda r: f"half {r.half!r} must be A or B, and only for test subjects",
+        ),
+        (
+            ages.isna() | (ages < AGE_RANGE[0]) | (ages > AGE_RANGE[1]),
+            lambda r: f"age {r.age!r} is missing, not a number or outside {AGE_RANGE}",
+        ),
+    ]
+    bad = pd.Series(False, index=table.index)
+    for mask, message in checks:
+        for _, r in table[mask & ~bad].iterrows():
+            qclog.handle(InputDataError(message(r), subject=r.subject, path=source))
+        bad |= mask
+    dup = table.subject.duplicated(keep=False) & ~bad
+    for subject in table.subject[dup].unique():
+        where = table[table.subject == subject][["sex", "split"]].to_numpy().tolist()
+        qclog.handle(
+            InputDataError(f"listed more than once ({where})", subject=subject, path=source)
         )
-    table["age"] = ages.astype(float)
-    dup = table[table.subject.duplicated(keep=False)]
-    if len(dup):
-        first = dup.iloc[0].subject
-        where = dup[dup.subject == first][["sex", "split"]].to_numpy().tolist()
-        raise InputDataError(f"listed more than once ({where})", subject=first, path=source)
-    return table.reset_index(drop=True)
+    bad |= dup
+    table["age"] = ages
+    out = table[~bad].copy()
+    out["age"] = out["age"].astype(float)
+    return out.reset_index(drop=True)
 
 
 def select(table: pd.DataFrame, sex: str, split: str) -> pd.DataFrame:

@@ -61,29 +61,32 @@ class Interrupted(RuntimeError):
 
 
 class BatchSource:
-    """Batches of volumes from a cache: held on the device when small enough, else memmapped."""
+    """Batches of volumes from a cache: held on the device when small enough, else memmapped.
+
+    Sample ``i`` is the i-th manifest entry (cache row ``manifest.row[i]``).
+    """
 
     def __init__(self, cache, device: torch.device, preload_bytes: float = 4e9):
         self.array, self.manifest = open_cache(cache)
+        self.rows = self.manifest["row"].to_numpy()
         self.device = device
         self.shape = tuple(self.array.shape[1:])
         self.ages = torch.tensor(self.manifest["age"].to_numpy(), dtype=torch.float32)
         self.preloaded = None
-        if self.array.nbytes <= preload_bytes:
-            self.preloaded = torch.from_numpy(np.array(self.array)).to(device)
+        if self.array[0].nbytes * len(self.rows) <= preload_bytes:
+            self.preloaded = torch.from_numpy(np.array(self.array[self.rows])).to(device)
 
     def __len__(self) -> int:
-        return self.array.shape[0]
+        return len(self.rows)
 
     def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.preloaded is not None:
             x = self.preloaded[index.to(self.preloaded.device)]
         else:
-            order = np.sort(index.numpy())
-            x = torch.from_numpy(np.array(self.array[order]))
-            # memmap reads in sorted order; put samples back into the drawn order
-            inverse = torch.from_numpy(np.searchsorted(order, index.numpy()))
-            x = x[inverse]
+            rows = self.rows[index.numpy()]
+            order = np.argsort(rows)  # memmap reads in file order, then back to drawn order
+            x = torch.from_numpy(np.array(self.array[rows[order]]))
+            x = x[torch.from_numpy(np.argsort(order))]
             if self.device.type == "cuda":
                 x = x.pin_memory()
             x = x.to(self.device, non_blocking=True)

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
-from conftest import REPO
 
 from agemapper import contrasts
 from agemapper.errors import ConfigError
+from conftest import REPO
 
 
 def test_table_has_all_57_contrasts_with_4d_indices():

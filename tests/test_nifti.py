@@ -3,11 +3,11 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import brain_volume
 
 from agemapper.errors import InputDataError
 from agemapper.grids import GRIDS
 from agemapper.nifti import load_volume, write_volume
+from conftest import brain_volume
 
 G1, G2 = GRIDS["1mm"], GRIDS["2mm"]
 

@@ -1,9 +1,9 @@
 import pytest
-from conftest import make_cache
 
 from agemapper.errors import ConfigError
 from agemapper.predict import check_contract, predict
 from agemapper.training import train_replicates
+from conftest import make_cache
 
 MODEL = {"architecture": "agemapper", "channels": [2, 4, 4, 4, 4], "fully_connected": [8]}
 TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_subjects, write_subject_files
 
 from agemapper.errors import InputDataError
 from agemapper.grids import GRIDS
@@ -13,6 +12,7 @@ from agemapper.preprocess import (
     preprocess_volume,
     resample,
 )
+from conftest import make_subjects, write_subject_files
 
 
 def test_crop_box_normalisation_and_scale(t1_contrast):

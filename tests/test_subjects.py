@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
 
 from agemapper import subjects
 from agemapper.errors import InputDataError
+from conftest import REPO
 
 
 def _released(tmp_path, small=False):

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
 
 from agemapper.contrasts import read_contrasts, select
 from agemapper.grids import GRIDS
@@ -10,6 +9,7 @@ from agemapper.preprocess import preprocess_volume
 from agemapper.subjects import read_subjects
 from agemapper.synth import anatomy as A
 from agemapper.synth import cohort
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")

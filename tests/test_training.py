@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_cache
 
 from agemapper.serialization import load_tensors
 from agemapper.training import Interrupted, Trainer, augment, load_model, train_replicates
+from conftest import make_cache
 
 MODEL = {"architecture": "agemapper", "channels": [4, 8, 8, 8, 8], "fully_connected": [16, 8]}
 TRAINING = {

@@ -77,6 +77,7 @@ def all_targets():
         paths.DELTAS,
         paths.SIGNIFICANT,
         paths.scale_factors(),
+        paths.QC_SUMMARY,
     ]
     if SYNTHETIC:
         targets.append(paths.EVALUATION)

@@ -1,14 +1,36 @@
 # Stage 1: NIfTI -> per contrast/sex/split cache (float16 .npy + manifest) for fast training.
 
 
-rule preprocess_contrast:
+localrules:
+    check_subjects,
+    summarise_qc,
+
+
+rule check_subjects:
     input:
         unpack(lambda wildcards: cohort_tables()),
+    output:
+        subjects=paths.CHECKED_SUBJECTS,
+        problems=paths.SUBJECT_PROBLEMS,
+    log:
+        paths.log("check_subjects"),
+    conda:
+        "../envs/agemapper.yaml"
+    params:
+        qc=config["qc"],
+    script:
+        "../scripts/check_subjects.py"
+
+
+rule preprocess_contrast:
+    input:
+        subjects=paths.CHECKED_SUBJECTS,
         contrasts=config["contrasts_table"],
     output:
         cache=temp(paths.cache()),
         manifest=paths.manifest(),
         info=paths.cache_info(),
+        qc=paths.preprocess_qc(),
     log:
         paths.log("preprocess_contrast", "{contrast}", "{sex}", "{split}"),
     benchmark:
@@ -22,6 +44,7 @@ rule preprocess_contrast:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
         grid=config["preprocess"]["grid"],
         data_directory=COHORT["data_directory"],
+        qc=config["qc"],
     script:
         "../scripts/preprocess.py"
 
@@ -38,3 +61,19 @@ rule check_scale_factors:
         "../envs/agemapper.yaml"
     script:
         "../scripts/check_scale_factors.py"
+
+
+rule summarise_qc:
+    input:
+        subjects=paths.SUBJECT_PROBLEMS,
+        preprocess=expand(
+            paths.preprocess_qc(), contrast=CONTRASTS, sex=SEXES, split=SPLITS
+        ),
+    output:
+        summary=paths.QC_SUMMARY,
+    log:
+        paths.log("summarise_qc"),
+    conda:
+        "../envs/agemapper.yaml"
+    script:
+        "../scripts/summarise_qc.py"

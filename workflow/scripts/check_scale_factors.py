@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 from agemapper.contrasts import read_contrasts
 from agemapper.io import write_table
 from agemapper.preprocess import estimate_scale_factors

@@ -1,8 +1,8 @@
 """Adapter: bias-corrected brain-age deltas and per-contrast metrics, with a plot."""
 
-import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 from agemapper.deltas import correct_deltas
 from agemapper.io import write_table
 from agemapper.plots import predicted_vs_age

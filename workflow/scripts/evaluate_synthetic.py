@@ -1,8 +1,8 @@
 """Adapter: compare the run with the synthetic cohort's ground truth; print and save it."""
 
-import _repo  # noqa: F401  (this repository's agemapper first on the path)
 import pandas as pd
 
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
 from agemapper import evaluate
 from agemapper.io import write_table, write_text
 from agemapper.runner import log_to

@@ -1,7 +1,6 @@
 """Adapter: write the synthetic UK Biobank cohort (images, tables, ground truth)."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-
 from agemapper.contrasts import read_contrasts, select
 from agemapper.runner import log_to
 from agemapper.subjects import read_subjects

@@ -1,7 +1,6 @@
 """Adapter: predict validation and test subjects with every replicate; add their mean."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-
 from agemapper.io import write_table
 from agemapper.predict import predict
 from agemapper.runner import log_to

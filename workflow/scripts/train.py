@@ -3,7 +3,6 @@
 import json
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-
 from agemapper.runner import log_to
 from agemapper.training import train_replicates
 

@@ -1,0 +1,60 @@
+"""Quality-control policy: stop on bad input (``strict``) or leave the subject out (``skip``).
+
+Under ``strict`` the first problem raises an :class:`~agemapper.errors.InputDataError` naming
+the subject, the file and what is wrong. Under ``skip`` the subject is left out of that stage
+(for that contrast), the problem is logged and recorded in a QC table, and the stage goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from .errors import ConfigError, InputDataError
+
+POLICIES = ("strict", "skip")
+COLUMNS = ["stage", "contrast", "sex", "split", "subject", "file", "problem"]
+
+log = logging.getLogger(__name__)
+
+
+class QCLog:
+    """Collects the subjects a stage leaves out, or raises under the strict policy."""
+
+    def __init__(self, policy: str, stage: str, **context):
+        if policy not in POLICIES:
+            raise ConfigError(f"qc policy {policy!r} is not one of {POLICIES}")
+        self.policy = policy
+        self.stage = stage
+        self.context = context
+        self.rows: list[dict] = []
+
+    def handle(self, error: InputDataError) -> None:
+        if self.policy == "strict":
+            raise error
+        log.warning("QC skip (%s): %s", self.stage, error)
+        self.rows.append(
+            {
+                "stage": self.stage,
+                "contrast": error.contrast or self.context.get("contrast", ""),
+                "sex": self.context.get("sex", ""),
+                "split": self.context.get("split", ""),
+                "subject": error.subject or "",
+                "file": error.path or "",
+                "problem": error.problem,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def read_tables(paths) -> pd.DataFrame:
+    """Concatenate QC tables (empty ones included) into one."""
+    frames = [pd.read_csv(p, sep="\t", dtype=str).fillna("") for p in paths]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)

@@ -1,0 +1,299 @@
+"""Bad input, interruptions and untrusted files (docs/reliability.md lists each case)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from agemapper.errors import InputDataError
+from agemapper.grids import GRIDS
+from agemapper.nidps import read_subject_table
+from agemapper.nifti import write_volume
+from agemapper.preprocess import open_cache, preprocess_split
+from agemapper.serialization import load_tensors
+from agemapper.subjects import check
+from conftest import REPO, brain_volume, make_cache, make_subjects, write_subject_files
+
+# ----------------------------------------------------------------------------- bad image files
+
+
+def _missing(path):
+    path.unlink()
+
+
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _corrupt(path):
+    data = bytearray(path.read_bytes())
+    data[200:4000] = os.urandom(3800)
+    path.write_bytes(bytes(data))
+
+
+def _not_nifti(path):
+    path.write_bytes(gzip.compress(b"<html>404 not found</html>" * 50))
+
+
+def _wrong_grid(path):
+    write_volume(path, brain_volume("2mm"), GRIDS["2mm"], np.float32)
+
+
+def _wrong_voxel_size(path):
+    img = nib.Nifti1Image(brain_volume("1mm"), np.diag([1.5, 1.5, 1.5, 1.0]))
+    nib.save(img, path)
+
+
+def _nan(path):
+    vol = brain_volume("1mm")
+    vol[90, 100, 80] = np.nan
+    write_volume(path, vol, GRIDS["1mm"], np.float32)
+
+
+def _inf(path):
+    vol = brain_volume("1mm")
+    vol[90, 100, 80] = np.inf
+    write_volume(path, vol, GRIDS["1mm"], np.float32)
+
+
+def _all_zero(path):
+    write_volume(path, np.zeros(GRIDS["1mm"].shape), GRIDS["1mm"], np.float32)
+
+
+CASES = {
+    "missing": (_missing, "file is missing"),
+    "truncated": (_truncated, "truncated"),
+    "corrupt": (_corrupt, "corrupt"),
+    "not-nifti": (_not_nifti, "not a NIfTI"),
+    "wrong-grid": (_wrong_grid, "is not the 1mm MNI152 grid"),
+    "wrong-voxel-size": (_wrong_voxel_size, "voxel size"),
+    "nan": (_nan, "NaN or Inf"),
+    "inf": (_inf, "NaN or Inf"),
+    "all-zero": (_all_zero, "all zeros"),
+}
+
+
+def _cohort(tmp_path, contrast, n=4, grid="1mm", dims=()):
+    subjects = make_subjects(n)
+    write_subject_files(tmp_path / "data", contrast, subjects, grid, volume_dims=dims)
+    return subjects
+
+
+def _run(tmp_path, subjects, contrast, qc):
+    out = tmp_path / f"cache_{qc}"
+    return preprocess_split(
+        subjects, contrast, tmp_path / "data", (32, 40, 32), out / "c.npy", out / "c.tsv",
+        out / "c.json", qc=qc, qc_table=out / "qc.tsv",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_file_strict_names_subject_file_and_problem(tmp_path, t1_contrast, case):
+    plant, message = CASES[case]
+    subjects = _cohort(tmp_path, t1_contrast)
+    bad = subjects.subject[2]
+    path = t1_contrast.path_for(tmp_path / "data", bad)
+    plant(path)
+    with pytest.raises(InputDataError) as info:
+        _run(tmp_path, subjects, t1_contrast, "strict")
+    text = str(info.value)
+    assert f"subject {bad}" in text and str(path) in text and message in text, text
+    assert not (tmp_path / "cache_strict/c.npy").exists()  # nothing that looks complete
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_file_skip_leaves_subject_out_and_records_why(tmp_path, t1_contrast, case):
+    plant, message = CASES[case]
+    subjects = _cohort(tmp_path, t1_contrast)
+    bad = subjects.subject[1]
+    plant(t1_contrast.path_for(tmp_path / "data", bad))
+    table = _run(tmp_path, subjects, t1_contrast, "skip")
+    assert bad not in set(table.subject) and len(table) == 3
+    qc = pd.read_csv(tmp_path / "cache_skip/qc.tsv", sep="\t", dtype=str)
+    assert qc.subject.tolist() == [bad] and message in qc.problem[0]
+    assert qc.stage[0] == "preprocess" and qc.contrast[0] == "T1_nonlinear"
+    arr, manifest = open_cache(tmp_path / "cache_skip/c.npy")
+    assert manifest.row.tolist() == [0, 2, 3]
+    info = json.loads((tmp_path / "cache_skip/c.json").read_text())
+    assert info["skipped"] == 1 and info["subjects"] == 3
+
+
+@pytest.mark.parametrize(
+    "dims, volume, message",
+    [((), 2, "4D file with volume 2"), ((2,), 2, "has 2 volumes")],
+    ids=["3d-where-4d-needed", "too-few-volumes"],
+)
+def test_4d_problems(tmp_path, rs_contrast, dims, volume, message):
+    subjects = _cohort(tmp_path, rs_contrast, n=2, grid="2mm", dims=dims)
+    with pytest.raises(InputDataError, match=message):
+        _run(tmp_path, subjects, rs_contrast, "strict")
+    with pytest.raises(InputDataError, match="every one of the 2"):
+        _run(tmp_path, subjects, rs_contrast, "skip")
+
+
+# ----------------------------------------------------------------------------- subject table
+
+
+def _table(tmp_path, rows):
+    base = {"sex": "female", "split": "train", "half": "", "age": 60.0}
+    frame = pd.DataFrame([{**base, **r} for r in rows])
+    path = tmp_path / "subjects.tsv"
+    frame.to_csv(path, sep="\t", index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, bad, message",
+    [
+        ([{"subject": "1"}, {"subject": "1"}], "1", "listed more than once"),
+        ([{"subject": "2"}, {"subject": "2", "split": "test", "half": "A"}], "2", "more than once"),
+        ([{"subject": "3", "age": None}], "3", "age"),
+        ([{"subject": "4", "age": "sixty"}], "4", "not a number"),
+        ([{"subject": "5", "age": 230.0}], "5", "outside"),
+    ],
+    ids=["twice", "two-splits", "missing-age", "non-numeric-age", "out-of-range-age"],
+)
+def test_subject_table_problems(tmp_path, rows, bad, message):
+    path = _table(tmp_path, [*rows, {"subject": "9"}])
+    with pytest.raises(InputDataError, match=rf"subject {bad}\b.*{message}"):
+        check(path, qc="strict")
+    table, problems = check(path, qc="skip")
+    assert table.subject.tolist() == ["9"]
+    assert set(problems.subject) == {bad} and problems.problem.str.contains(message).all()
+
+
+# ----------------------------------------------------------------------------- other inputs
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\n" + os.urandom(300), "cannot be read as a table"),
+        (b"", "cannot be read as a table"),
+        (b"a\tb\n1\t2\n", "no subject id column"),
+    ],
+    ids=["binary", "empty", "no-id-column"],
+)
+def test_nidp_file_that_is_not_a_table(tmp_path, content, message):
+    path = tmp_path / "nidps.tsv"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message) as info:
+        read_subject_table(path, "nIDP table")
+    assert str(path) in str(info.value)
+
+
+def _dry_run(tmp_path, config: dict):
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for key, value in config.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            cfg[section][sub] = value
+        else:
+            cfg[section] = value
+    cfg["contrasts_table"] = str(REPO / "config/contrasts.tsv")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--snakefile",
+         str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"contrasts": ["T1_nonlinear", "T3_nonlinear"]}, "T3_nonlinear"),
+        ({"training.epochz": 3}, "epochz"),
+        ({"training.epochs": "many"}, "many"),
+        ({"qc": "lenient"}, "lenient"),
+    ],
+    ids=["unknown-contrast", "unknown-key", "wrong-type", "unknown-qc-policy"],
+)
+def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
+    res = _dry_run(tmp_path, config)
+    assert res.returncode != 0
+    assert message in res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------------------- interruptions
+
+TRAIN = """
+import logging, sys, torch
+from agemapper.training import train_replicates
+logging.basicConfig(level=logging.INFO)
+torch.set_num_threads(1)
+d = sys.argv[1]
+model = {"architecture": "agemapper", "channels": [4, 8, 8, 8, 8], "fully_connected": [16, 8]}
+training = {"epochs": 30, "batch_size": 4, "learning_rate": 0.003, "loss": "mse", "seed": 5,
+            "augmentation": {"max_shift": 1}, "early_stopping_patience": 100}
+out = sys.argv[2]
+train_replicates(f"{d}/train.npy", f"{d}/val.npy", model, training, {"contrast": "T1_nonlinear"},
+                 ("T1", "female"), [f"{out}/w{i}.safetensors" for i in (1, 2)],
+                 [f"{out}/m{i}.json" for i in (1, 2)], [f"{out}/t{i}.tsv" for i in (1, 2)],
+                 f"{out}/checkpoint.safetensors", {"device": "cpu", "threads": 1})
+"""
+
+
+def _train(tmp_path, out, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(tmp_path), str(out)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Data and the weights of an uninterrupted run."""
+    d = tmp_path_factory.mktemp("train")
+    make_cache(d, "train", 24, seed=1)
+    make_cache(d, "val", 8, seed=2)
+    proc = _train(d, d / "straight")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return d, [load_tensors(d / f"straight/w{i}.safetensors")[0] for i in (1, 2)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_training_resumes_to_identical_weights(reference, sig):
+    d, expected = reference
+    out = d / f"killed-{sig.name}"
+    out.mkdir()
+    proc = _train(d, out)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.safetensors").exists():  # wait for the first epoch's checkpoint
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # and into a later epoch
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    if sig == signal.SIGTERM:
+        assert "rerun to resume" in err
+    assert not (out / "w1.safetensors").exists()  # no output that looks complete
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+    proc = _train(d, out)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert "resumed from" in err
+    for i, ref in zip((1, 2), expected, strict=True):
+        got, _ = load_tensors(out / f"w{i}.safetensors")
+        for key in ref:
+            assert torch.equal(ref[key], got[key]), key
+    assert not (out / "checkpoint.safetensors").exists()
