@@ -76,22 +76,67 @@ def _pearson(x, y) -> float:
     return float(stats.pearsonr(x, y)[0])
 
 
+CORRECTION_COLUMNS = ["contrast", "sex", "method", "terms", "age_mean", "age_scale", "coef"]
+
+
+def corrections_table(corrections: dict) -> pd.DataFrame:
+    """The fitted corrections, one row per contrast and sex (to reapply them elsewhere)."""
+    rows = [
+        {
+            "contrast": c,
+            "sex": s,
+            "method": k.method,
+            "terms": " ".join(k.terms),
+            "age_mean": k.age_mean,
+            "age_scale": k.age_scale,
+            "coef": " ".join(repr(float(x)) for x in k.coef),
+        }
+        for (c, s), k in corrections.items()
+    ]
+    return pd.DataFrame(rows, columns=CORRECTION_COLUMNS)
+
+
+def read_corrections(table: pd.DataFrame) -> dict:
+    """Inverse of :func:`corrections_table`."""
+    out = {}
+    for _, r in table.fillna("").iterrows():
+        out[(r.contrast, r.sex)] = BiasCorrection(
+            r.method,
+            tuple(str(r.terms).split()),
+            float(r.age_mean),
+            float(r.age_scale),
+            tuple(float(x) for x in str(r.coef).split()),
+        )
+    return out
+
+
 def correct_deltas(
     predictions: pd.DataFrame,
     method: str = "smith2019",
     terms=("age", "age2"),
     fit_split: str = "validation",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    stored: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Deltas for every contrast and sex, corrected with a fit on ``fit_split``.
 
     ``predictions`` has columns contrast, sex, subject, split, half, age, predicted and
-    replicate_* columns. Returns (deltas, metrics): one row per subject and contrast, and one
-    row per contrast, sex and split with MAE and correlations before and after correction.
+    replicate_* columns. With ``stored`` corrections (from :func:`read_corrections`) nothing is
+    fitted: a new cohort is corrected exactly as the original run's test split was. Returns
+    (deltas, metrics, corrections): one row per subject and contrast; one row per contrast, sex
+    and split with MAE and correlations before and after correction; the corrections used.
     """
-    rows, metrics = [], []
+    from .errors import ConfigError
+
+    rows, metrics, used = [], [], {}
     for (contrast, sex), group in predictions.groupby(["contrast", "sex"], sort=False):
         fit = group[group.split == fit_split]
-        corr = fit_bias_correction(fit.age, fit.predicted, method, terms)
+        if stored is not None:
+            if (contrast, sex) not in stored:
+                raise ConfigError(f"no stored bias correction for {contrast}/{sex}")
+            corr = stored[(contrast, sex)]
+        else:
+            corr = fit_bias_correction(fit.age, fit.predicted, method, terms)
+        used[(contrast, sex)] = corr
         out = group[["subject", "sex", "split", "half", "age", "predicted"]].copy()
         out["delta"] = out.predicted - out.age
         out["delta_corrected"] = corr.apply(out.age, out.predicted)
@@ -116,7 +161,10 @@ def correct_deltas(
                     "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
                     "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
                     "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,
-                    "mae_mean_age_baseline": float((part.age - fit.age.mean()).abs().mean()),
+                    # predicting the fitting split's mean age for everyone
+                    "mae_mean_age_baseline": float(
+                        (part.age - (fit.age if len(fit) else part.age).mean()).abs().mean()
+                    ),
                     "correction": corr.method,
                     "correction_coef": " ".join(f"{c:.6g}" for c in corr.coef),
                 }
@@ -134,4 +182,4 @@ def correct_deltas(
         "contrast",
     ]
     deltas = pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
-    return deltas, pd.DataFrame(metrics)
+    return deltas, pd.DataFrame(metrics), corrections_table(used)

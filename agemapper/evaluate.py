@@ -91,6 +91,15 @@ def associations(
     return summary, pairs
 
 
+def best_single_and_ensemble(brain: pd.DataFrame) -> tuple[tuple, tuple]:
+    """(name, MAE) of the best single contrast and of the best ensemble (mean over sexes)."""
+    mae = brain.groupby("contrast", sort=False).mae.mean()
+    is_ens = mae.index.str.startswith("ensemble_")
+    single = (mae[~is_ens].idxmin(), float(mae[~is_ens].min())) if (~is_ens).any() else None
+    ens = (mae[is_ens].idxmin(), float(mae[is_ens].min())) if is_ens.any() else None
+    return single, ens
+
+
 def report(brain: pd.DataFrame, assoc: dict) -> str:
     lines = ["Brain age on the test split (replicate ensemble), against the synthetic truth:"]
     cols = [
@@ -103,6 +112,13 @@ def report(brain: pd.DataFrame, assoc: dict) -> str:
         "r_delta_corrected_true",
     ]
     lines.append(brain[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    single, ens = best_single_and_ensemble(brain)
+    if single and ens:
+        verdict = "lower" if ens[1] < single[1] else "NOT lower"
+        lines.append(
+            f"Best single contrast {single[0]}: test MAE {single[1]:.3f}; best ensemble "
+            f"{ens[0]}: {ens[1]:.3f} ({verdict} than the best single contrast; means over sexes)"
+        )
     lines.append("")
     lines.append(
         "Associations: {planted_found}/{planted_pairs} planted (field, contrast) pairs found "

@@ -22,12 +22,13 @@ def cache_info(contrast=C, sex=S, split=P) -> str:
     return f"{ROOT}/cache/{contrast}/{sex}_{split}.json"
 
 
-def model_dir(contrast=C, sex=S, replicate=R) -> str:
-    return f"{ROOT}/models/{contrast}/{sex}/replicate-{replicate}"
+def model_dir(contrast=C, sex=S, replicate=R, root=ROOT) -> str:
+    return f"{root}/models/{contrast}/{sex}/replicate-{replicate}"
 
 
-def weights(contrast=C, sex=S, replicate=R) -> str:
-    return f"{model_dir(contrast, sex, replicate)}/model.safetensors"
+def weights(contrast=C, sex=S, replicate=R, root=ROOT) -> str:
+    """``root`` is another run's results folder in apply mode."""
+    return f"{model_dir(contrast, sex, replicate, root)}/model.safetensors"
 
 
 def model_metadata(contrast=C, sex=S, replicate=R) -> str:
@@ -61,9 +62,26 @@ SUBJECT_PROBLEMS = f"{ROOT}/qc/subject_problems.tsv"
 QC_SUMMARY = f"{ROOT}/qc/skipped.tsv"
 
 
+def training_plot(contrast=C, sex=S) -> str:
+    return f"{ROOT}/plots/training/{contrast}_{sex}.png"
+
+
+def corrections(root=ROOT) -> str:
+    return f"{root}/deltas/corrections.tsv"
+
+
+def ensemble_weights(root=ROOT) -> str:
+    return f"{root}/ensembles/weights.tsv"
+
+
+ENSEMBLE_PREDICTIONS = f"{ROOT}/ensembles/predictions.tsv"
+PLOT_DELTA_VS_AGE = f"{ROOT}/plots/delta_vs_age.png"
+PLOT_MAE = f"{ROOT}/plots/mae.png"
+PLOT_MANHATTAN = f"{ROOT}/plots/manhattan.png"
+PLOT_HEATMAP = f"{ROOT}/plots/significance_heatmap.png"
 DELTAS = f"{ROOT}/deltas/all.csv"
 DELTA_METRICS = f"{ROOT}/deltas/metrics.tsv"
-DELTA_PLOT = f"{ROOT}/deltas/predicted_vs_age.png"
+DELTA_PLOT = f"{ROOT}/plots/predicted_vs_age.png"
 ASSOCIATIONS = f"{ROOT}/associations/all.tsv"
 SIGNIFICANT = f"{ROOT}/associations/significant.tsv"
 DROPPED_NIDPS = f"{ROOT}/associations/dropped_nidps.tsv"

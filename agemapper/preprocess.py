@@ -142,8 +142,12 @@ def preprocess_split(
                     rate = (i + 1) / (time.monotonic() - start)
                     log.info(
                         "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-                        contrast.name, i + 1, n, rate, (n - i - 1) / rate,
-                    )  # fmt: skip
+                        contrast.name,
+                        i + 1,
+                        n,
+                        rate,
+                        (n - i - 1) / rate,
+                    )
         if not stats:
             raise InputDataError(
                 f"every one of the {n} {first.sex} {first.split} subjects failed QC "

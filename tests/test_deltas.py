@@ -55,7 +55,7 @@ def test_correct_deltas_table_and_metrics():
                 }
             )
         )
-    deltas, metrics = correct_deltas(pd.concat(rows, ignore_index=True))
+    deltas, metrics, _ = correct_deltas(pd.concat(rows, ignore_index=True))
     assert {
         "subject",
         "sex",

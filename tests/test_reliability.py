@@ -94,9 +94,16 @@ def _cohort(tmp_path, contrast, n=4, grid="1mm", dims=()):
 def _run(tmp_path, subjects, contrast, qc):
     out = tmp_path / f"cache_{qc}"
     return preprocess_split(
-        subjects, contrast, tmp_path / "data", (32, 40, 32), out / "c.npy", out / "c.tsv",
-        out / "c.json", qc=qc, qc_table=out / "qc.tsv",
-    )  # fmt: skip
+        subjects,
+        contrast,
+        tmp_path / "data",
+        (32, 40, 32),
+        out / "c.npy",
+        out / "c.tsv",
+        out / "c.json",
+        qc=qc,
+        qc_table=out / "qc.tsv",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -208,10 +215,23 @@ def _dry_run(tmp_path, config: dict):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--snakefile",
-         str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--nolock",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(
@@ -252,9 +272,13 @@ train_replicates(f"{d}/train.npy", f"{d}/val.npy", model, training, {"contrast":
 def _train(tmp_path, out, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-c", TRAIN, str(tmp_path), str(out)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
-    )  # fmt: skip
+        [sys.executable, "-c", TRAIN, str(tmp_path), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")

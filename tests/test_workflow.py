@@ -122,9 +122,13 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "delta",
         "delta_corrected",
     ]
-    assert set(deltas.contrast) == {"T1_nonlinear", "tbss_FA_s", "rsfmri_0"}
+    contrasts = {"T1_nonlinear", "tbss_FA_s", "rsfmri_0"}
+    ensembles = {"ensemble_mean", "ensemble_linear", "ensemble_elastic_net"}
+    assert set(deltas.contrast) == contrasts | ensembles
     assert set(deltas.split) == {"validation", "test"}
-    assert len(deltas) == 3 * 2 * (4 + 12)
+    assert len(deltas) == 6 * 2 * (4 + 12)
+    weights = pd.read_csv(results / "ensembles/weights.tsv", sep="\t")
+    assert set(weights.term) == contrasts | {"(intercept)"}
     table = pd.read_csv(results / "associations/all.tsv", sep="\t")
     assert {
         "contrast",
@@ -140,15 +144,34 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "p_fdr",
     } <= set(table.columns)
     assert set(table.sex) == {"female", "pooled"}
+    assert ensembles <= set(table.contrast)  # ensembles flow into the associations
     assert (results / "associations/significant.tsv").exists()
-    assert "Brain age on the test split" in (results / "evaluation/synthetic_truth.txt").read_text()
+    evaluation = (results / "evaluation/synthetic_truth.txt").read_text()
+    assert "Brain age on the test split" in evaluation and "best ensemble" in evaluation
     for rep in (1, 2):
         assert (results / f"models/rsfmri_0/male/replicate-{rep}/model.safetensors").exists()
     metrics = pd.read_csv(results / "models/T1_nonlinear/female/replicate-1/metrics.tsv", sep="\t")
     assert list(metrics.epoch) == [1, 2]
+    for plot in (
+        "predicted_vs_age",
+        "delta_vs_age",
+        "mae",
+        "manhattan",
+        "significance_heatmap",
+        "training/tbss_FA_s_male",
+    ):
+        assert (results / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert not list((results / "cache").glob("*/*.npy"))  # caches are temporary
     assert not list(results.rglob("*.tmp*"))
     assert "epoch 2/2" in (results / "logs/train_networks/T1_nonlinear_female.log").read_text()
+
+    report = _run(["--report", str(tmp_path / "report.html"), *args], cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    assert "Brain age" in html and "Associations" in html and "Training" in html
+    assert "predicted_vs_age.png" in html and "manhattan.png" in html
+
+    _check_apply_mode(tmp_path, config)
 
     again = _run(["-n", *args], cwd=tmp_path)
     assert again.returncode == 0
@@ -163,8 +186,14 @@ def _bad_cohort(tmp_path, qc):
     cfg.update(qc=qc, contrasts=["T1_nonlinear", "tbss_FA_s"])
     cfg["training"].update(epochs=1)
     config.write_text(yaml.safe_dump(cfg))
-    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-            "--configfile", str(config)]  # fmt: skip
+    args = [
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(config),
+    ]
     res = _run(["-c2", "results/synthetic/truth/cohort.json", *args], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     subjects = pd.read_csv(tmp_path / "results/synthetic/subjects.tsv", sep="\t", dtype=str)
@@ -211,3 +240,54 @@ def test_skip_policy_leaves_the_subject_out_and_reports_it(tmp_path):
     assert bad not in set(deltas[deltas.contrast == "T1_nonlinear"].subject)
     assert bad in set(deltas[deltas.contrast == "tbss_FA_s"].subject)
     shutil.rmtree(tmp_path / "results/synthetic/subjectsAll")
+
+
+def _check_apply_mode(trained: Path, config: Path) -> None:
+    """Apply the trained run's networks to its own test subjects, as a new cohort would be."""
+    new = trained / "apply"
+    new.mkdir()
+    synth = trained / "results/synthetic"
+    subjects = pd.read_csv(synth / "subjects.tsv", sep="\t", dtype=str)
+    subjects[subjects.split == "test"].to_csv(new / "subjects.tsv", sep="\t", index=False)
+    apply_cfg = {
+        "apply": {"results": str(trained / "results")},
+        "cohort": {
+            "subjects": str(new / "subjects.tsv"),
+            "data_directory": str(synth / "subjectsAll"),
+            "nidps": str(synth / "nidps.tsv"),
+            "confounds": str(synth / "confounds.tsv"),
+        },
+    }
+    (new / "apply.yaml").write_text(yaml.safe_dump(apply_cfg))
+    args = [
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(new),
+        "--configfile",
+        str(config),
+        str(new / "apply.yaml"),
+    ]
+    res = _run(["-c2", "results/deltas/all.csv", *args], cwd=new)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "train_networks" not in res.stdout + res.stderr  # nothing is trained
+    got = pd.read_csv(new / "results/deltas/all.csv", dtype={"subject": str})
+    ref = pd.read_csv(trained / "results/deltas/all.csv", dtype={"subject": str})
+    ref = ref[ref.split == "test"]
+    merged = ref.merge(got, on=["subject", "contrast"], suffixes=("", "_applied"))
+    assert len(merged) == len(ref) == len(got)
+    for col in ("predicted", "delta", "delta_corrected"):
+        assert (merged[col] - merged[f"{col}_applied"]).abs().max() < 1e-6, col
+
+    # a network is refused when its metadata does not match what it is asked to run
+    table = pd.read_csv(REPO / "config/contrasts.tsv", sep="\t")
+    table.loc[table.contrast == "tbss_FA_s", "scale_factor"] *= 2
+    table.to_csv(new / "contrasts.tsv", sep="\t", index=False)
+    (new / "other.yaml").write_text(yaml.safe_dump({"contrasts_table": str(new / "contrasts.tsv")}))
+    shutil.rmtree(new / "results")
+    res = _run(
+        ["-c2", "results/predictions/tbss_FA_s/female.tsv", *args, str(new / "other.yaml")], cwd=new
+    )
+    assert res.returncode != 0
+    log = (new / "results/logs/predict_brain_age/tbss_FA_s_female.log").read_text()
+    assert "does not match its input" in log and "scale_factor" in log

@@ -27,10 +27,14 @@ except AgeMapperError as exc:
     raise WorkflowError(str(exc))
 
 SEXES = list(config["sexes"])
-SPLITS = ["train", "validation", "test"]
 REPLICATES = list(range(1, config["training"]["replicates"] + 1))
 COHORT = config["cohort"]
-SYNTHETIC = config.get("synthetic")
+# Apply mode: trained networks of another run predict a new cohort (its "test" split).
+APPLY = config.get("apply")
+SYNTHETIC = None if APPLY else config.get("synthetic")
+SPLITS = ["test"] if APPLY else ["train", "validation", "test"]
+PREDICT_SPLITS = ["test"] if APPLY else ["validation", "test"]
+ENSEMBLES = config.get("ensembles", {}).get("methods", [])
 
 
 wildcard_constraints:
@@ -68,16 +72,34 @@ def replicate_files(kind):
     return [build(replicate=r) for r in REPLICATES]
 
 
+def network_weights():
+    """The networks that predict: trained here, or another run's in apply mode."""
+    root = APPLY["results"] if APPLY else paths.ROOT
+    return [paths.weights(replicate=r, root=root) for r in REPLICATES]
+
+
 def all_predictions():
     return expand(paths.predictions(), contrast=CONTRASTS, sex=SEXES)
 
 
+def delta_inputs():
+    inputs = {"predictions": all_predictions()}
+    if ENSEMBLES:
+        inputs["ensembles"] = paths.ENSEMBLE_PREDICTIONS
+    if APPLY:
+        inputs["corrections"] = paths.corrections(APPLY["results"])
+    return inputs
+
+
 def all_targets():
-    targets = [
-        paths.DELTAS,
+    targets = [paths.DELTAS, paths.QC_SUMMARY, paths.PLOT_MAE]
+    if APPLY:
+        return targets
+    targets += [
         paths.SIGNIFICANT,
         paths.scale_factors(),
-        paths.QC_SUMMARY,
+        paths.PLOT_MANHATTAN,
+        *expand(paths.training_plot(), contrast=CONTRASTS, sex=SEXES),
     ]
     if SYNTHETIC:
         targets.append(paths.EVALUATION)

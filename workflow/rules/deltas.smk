@@ -7,11 +7,16 @@ localrules:
 
 rule correct_deltas:
     input:
-        predictions=all_predictions(),
+        unpack(lambda wildcards: delta_inputs()),
     output:
         deltas=paths.DELTAS,
-        metrics=paths.DELTA_METRICS,
-        plot=paths.DELTA_PLOT,
+        metrics=report(
+            paths.DELTA_METRICS,
+            caption="../report/metrics.rst",
+            category="1. Brain age",
+            labels={"figure": "metrics per contrast, sex and split"},
+        ),
+        corrections=paths.corrections(),
     log:
         paths.log("correct_deltas"),
     conda:

@@ -3,9 +3,9 @@
 
 rule predict_brain_age:
     input:
-        weights=replicate_files("weights"),
-        caches=[paths.cache(split=s) for s in ("validation", "test")],
-        infos=[paths.cache_info(split=s) for s in ("validation", "test")],
+        weights=network_weights(),
+        caches=[paths.cache(split=s) for s in PREDICT_SPLITS],
+        infos=[paths.cache_info(split=s) for s in PREDICT_SPLITS],
     output:
         predictions=paths.predictions(),
     log:

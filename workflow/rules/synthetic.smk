@@ -19,7 +19,7 @@ if SYNTHETIC:
             paths.benchmark("generate_cohort")
         conda:
             "../envs/agemapper.yaml"
-        threads: workflow.cores
+        threads: 4
         params:
             synthetic=SYNTHETIC,
             contrasts=CONTRASTS,

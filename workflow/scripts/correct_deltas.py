@@ -1,24 +1,18 @@
-"""Adapter: bias-corrected brain-age deltas and per-contrast metrics, with a plot."""
-
-import pandas as pd
+"""Adapter: bias-corrected brain-age deltas and per-contrast metrics."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.deltas import correct_deltas
-from agemapper.io import write_table
-from agemapper.plots import predicted_vs_age
+from agemapper.deltas import correct_deltas, read_corrections
+from agemapper.ensembles import read_predictions
+from agemapper.io import read_table, write_table
 from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])
-predictions = pd.concat(
-    [
-        pd.read_csv(p, sep="\t", dtype={"subject": str, "half": str}, keep_default_na=False)
-        for p in snakemake.input.predictions
-    ],
-    ignore_index=True,
+i, cfg = snakemake.input, snakemake.params.deltas
+tables = [*i.predictions, *([i.ensembles] if "ensembles" in i.keys() else [])]
+stored = read_corrections(read_table(i.corrections)) if "corrections" in i.keys() else None
+deltas, metrics, used = correct_deltas(
+    read_predictions(tables), cfg["method"], cfg.get("terms", ["age", "age2"]), stored=stored
 )
-cfg = snakemake.params.deltas
-deltas, metrics = correct_deltas(predictions, cfg["method"], cfg.get("terms", ["age", "age2"]))
-write_table(snakemake.output.deltas, deltas)
-write_table(snakemake.output.metrics, metrics)
-predicted_vs_age(deltas, snakemake.output.plot)
+for name, table in (("deltas", deltas), ("metrics", metrics), ("corrections", used)):
+    write_table(snakemake.output[name], table)
 log.info("metrics:\n%s", metrics.to_string(index=False))

@@ -11,6 +11,14 @@ w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 subjects = select(read_subjects(snakemake.input.subjects), w.sex, w.split)
 contrast = Contrast(**{("name" if k == "contrast" else k): v for k, v in p.contrast.items()})
 preprocess_split(
-    subjects, contrast, p.data_directory, p.grid, out.cache, out.manifest, out.info,
-    threads=snakemake.threads, qc=p.qc, qc_table=out.qc,
-)  # fmt: skip
+    subjects,
+    contrast,
+    p.data_directory,
+    p.grid,
+    out.cache,
+    out.manifest,
+    out.info,
+    threads=snakemake.threads,
+    qc=p.qc,
+    qc_table=out.qc,
+)

@@ -1,0 +1,35 @@
+# Stage 3b: combinations of contrasts, fitted per sex on validation (or reused in apply mode).
+
+
+localrules:
+    combine_contrasts,
+
+
+rule combine_contrasts:
+    input:
+        unpack(
+            lambda wildcards: {
+                "predictions": all_predictions(),
+                **(
+                    {"weights": paths.ensemble_weights(APPLY["results"])}
+                    if APPLY
+                    else {}
+                ),
+            }
+        ),
+    output:
+        predictions=paths.ENSEMBLE_PREDICTIONS,
+        weights=report(
+            paths.ensemble_weights(),
+            caption="../report/ensemble_weights.rst",
+            category="1. Brain age",
+            labels={"figure": "ensemble weights"},
+        ),
+    log:
+        paths.log("combine_contrasts"),
+    conda:
+        "../envs/agemapper.yaml"
+    params:
+        ensembles=config.get("ensembles", {}),
+    script:
+        "../scripts/combine_contrasts.py"

@@ -1,0 +1,23 @@
+"""Adapter: fit (or, in apply mode, reuse) ensembles of contrasts and predict with them."""
+
+import _repo  # noqa: F401  (this repository's agemapper first on the path)
+from agemapper import ensembles
+from agemapper.io import read_table, write_table
+from agemapper.runner import log_to
+
+log = log_to(snakemake.log[0])
+cfg = snakemake.params.ensembles
+predictions = ensembles.read_predictions(snakemake.input.predictions)
+if "weights" in snakemake.input.keys():  # apply mode: the training run's ensembles
+    fitted = ensembles.from_weights_table(read_table(snakemake.input.weights))
+else:
+    fitted = ensembles.fit_all(
+        predictions,
+        cfg.get("methods", []),
+        cfg.get("nonnegative", False),
+        cfg.get("l1_ratio", 0.5),
+        cfg.get("folds", 5),
+    )
+write_table(snakemake.output.predictions, ensembles.apply(fitted, predictions))
+write_table(snakemake.output.weights, ensembles.weights_table(fitted))
+log.info("ensemble weights:\n%s", ensembles.weights_table(fitted).to_string(index=False))
