@@ -48,9 +48,21 @@ def brain_age(deltas: pd.DataFrame, metrics: pd.DataFrame, truth: pd.DataFrame) 
                 "r_delta_corrected_true": _r(g.delta_corrected, g.true_delta)
                 if has_truth
                 else np.nan,
+                # the estimation error (corrected - true delta) is what the correction
+                # de-biases; unlike the delta itself it does not inherit the sample's chance
+                # correlation between true deltas and age
+                "r_error_age": _r(g.delta_corrected - g.true_delta, g.age) if has_truth else np.nan,
             }
         )
     return pd.DataFrame(rows)
+
+
+def pooled_age_correlation(deltas: pd.DataFrame) -> pd.Series:
+    """r(corrected delta, age) per contrast on the test split, both sexes together."""
+    test = deltas[deltas.split == "test"]
+    return pd.Series(
+        {c: _r(g.delta_corrected, g.age) for c, g in test.groupby("contrast", sort=False)}
+    )
 
 
 def planted_pairs(planted: pd.DataFrame, contrasts) -> pd.DataFrame:
@@ -100,7 +112,7 @@ def best_single_and_ensemble(brain: pd.DataFrame) -> tuple[tuple, tuple]:
     return single, ens
 
 
-def report(brain: pd.DataFrame, assoc: dict) -> str:
+def report(brain: pd.DataFrame, assoc: dict, pooled: pd.Series | None = None) -> str:
     lines = ["Brain age on the test split (replicate ensemble), against the synthetic truth:"]
     cols = [
         "contrast",
@@ -109,9 +121,15 @@ def report(brain: pd.DataFrame, assoc: dict) -> str:
         "mae",
         "mae_mean_age_baseline",
         "r_delta_corrected_age",
+        "r_error_age",
         "r_delta_corrected_true",
     ]
     lines.append(brain[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if pooled is not None:
+        lines.append(
+            "r(corrected delta, age), test split, both sexes: "
+            + ", ".join(f"{c} {r:+.3f}" for c, r in pooled.items())
+        )
     single, ens = best_single_and_ensemble(brain)
     if single and ens:
         verdict = "lower" if ens[1] < single[1] else "NOT lower"

@@ -57,7 +57,7 @@ def predicted_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:
 def _save(fig, path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -160,7 +160,7 @@ def manhattan(table: pd.DataFrame, path, alpha: float = 0.05) -> None:
     data = data.sort_values(["_cat", "nidp"])
     positions = {n: i for i, n in enumerate(dict.fromkeys(data.nidp))}
     data["x"] = data.nidp.map(positions)
-    fig, ax = plt.subplots(figsize=(12, 4.8))
+    fig, ax = plt.subplots(figsize=(12, 5))
     colours = plt.get_cmap("tab20")
     for c in cats:
         part = data[data.category == c]
@@ -179,7 +179,7 @@ def manhattan(table: pd.DataFrame, path, alpha: float = 0.05) -> None:
         title="Associations of corrected brain-age deltas with nIDPs (all contrasts)",
     )
     ax.set_xticks([])
-    ax.legend(fontsize=6, ncol=3, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     _save(fig, path)
 
 

@@ -18,7 +18,7 @@ def read(path):
 deltas = read(i.deltas)
 brain = evaluate.brain_age(deltas, read(i.metrics), read(i.latent_deltas))
 summary, _ = evaluate.associations(read(i.significant), read(i.planted), deltas.contrast.unique())
-text = evaluate.report(brain, summary)
+text = evaluate.report(brain, summary, evaluate.pooled_age_correlation(deltas))
 write_table(snakemake.output.table, brain)
 write_text(snakemake.output.report, text + "\n")
 print(text)
