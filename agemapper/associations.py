@@ -60,25 +60,27 @@ def design_matrix(
 def whiten(G: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
     """Whitening matrices ``W`` with ``W'W = G^+`` and ranks, for a stack of Gram matrices.
 
-    ``G``: (P, k, k) symmetric positive semi-definite. Full-rank matrices use the Cholesky
-    factor (``W = L^-1``); a chunk where any factor fails, or has a pivot below ``rtol`` times
-    the largest diagonal element (collinear confounds in a subset, e.g. a site absent), falls
-    back to the eigen-decomposition, whose eigenvalues below ``rtol`` times the largest count as
-    zero (``W = diag(w^-1/2) V'`` on the kept ones: the Moore-Penrose pseudo-inverse).
+    ``G``: (P, k, k) symmetric positive semi-definite. Each matrix is judged on its own: when a
+    Cholesky pivot (of ``G`` plus a 1e-13 relative jitter, so that the factorisation exists) is
+    below ``rtol`` times the largest diagonal element, some confounds are collinear within that
+    subset (a site absent, say) and the eigen-decomposition is used, eigenvalues below ``rtol``
+    times the largest counting as zero (``W = diag(w^-1/2) V'`` on the kept ones: the
+    Moore-Penrose pseudo-inverse). Otherwise ``W = L^-1`` from the Cholesky factor of ``G``.
     """
     P, k, _ = G.shape
     W = np.zeros_like(G)
     rank = np.full(P, k, dtype=np.intp)
-    good = np.zeros(P, dtype=bool)
     if P == 0:
         return W, rank
     scale = np.maximum(np.einsum("pii->pi", G).max(axis=1), 1e-300)
+    good = np.zeros(P, dtype=bool)
     try:
-        L = np.linalg.cholesky(G)
-        good = (np.einsum("pii->pi", L) ** 2 > rtol * scale[:, None]).all(axis=1)
+        jittered = G + (1e-13 * scale)[:, None, None] * np.eye(k)
+        pivots = np.einsum("pii->pi", np.linalg.cholesky(jittered)) ** 2
+        good = (pivots > rtol * scale[:, None]).all(axis=1)
         if good.any():
-            W[good] = np.linalg.inv(L[good])
-    except np.linalg.LinAlgError:
+            W[good] = np.linalg.inv(np.linalg.cholesky(G[good]))
+    except np.linalg.LinAlgError:  # not even positive semi-definite numerically: all by eigh
         good[:] = False
     bad = ~good
     if bad.any():

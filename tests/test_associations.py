@@ -124,6 +124,9 @@ def test_whiten_pseudo_inverse_with_and_without_full_rank():
     assert list(rank) == [4, 3]
     assert np.allclose(W[0].T @ W[0], np.linalg.inv(full))
     assert np.allclose(W[1].T @ W[1], np.linalg.pinv(deficient, rcond=1e-10))
+    # each matrix is judged alone: the same result whatever else is in the stack
+    alone, _ = A.whiten(full[None])
+    assert np.array_equal(alone[0], W[0])
 
 
 def test_tiny_p_values_keep_their_log():
