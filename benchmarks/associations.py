@@ -130,7 +130,7 @@ def _blas_threads(limit):
         return
     with threadpool_limits(limits=limit, user_api="blas"):
         info = [p for p in threadpool_info() if p["user_api"] == "blas"]
-        yield f"{info[0]['num_threads'] if info else '?'} BLAS threads"
+        yield f"BLAS threads: {info[0]['num_threads'] if info else '?'}"
 
 
 def statsmodels_loop(deltas, nidps, conf, pairs: int, seed: int) -> pd.DataFrame:
@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--nidps", type=int, default=10_000)
     parser.add_argument("--subjects", type=int, default=5_000, help="per sex")
     parser.add_argument("--missing", type=float, default=0.2, help="fraction, per nIDP")
-    parser.add_argument("--pairs", type=int, default=300, help="pairs timed with statsmodels")
+    parser.add_argument("--pairs", type=int, default=1000, help="pairs timed with statsmodels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--blas-threads", type=int, default=None, help="BLAS threads for ours (default: all)"
