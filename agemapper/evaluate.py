@@ -7,6 +7,8 @@
   that contrast's latent delta (the shared part drives every contrast, a family part the
   contrasts of that family). Sensitivity = planted pairs found significant / planted pairs;
   false discovery proportion = significant rows that are not planted / significant rows.
+  Both are given for the discoveries (test half A, after correction) and, where the table has
+  a ``replicated`` column, for the discoveries that replicated in half B.
 """
 
 from __future__ import annotations
@@ -112,7 +114,17 @@ def best_single_and_ensemble(brain: pd.DataFrame) -> tuple[tuple, tuple]:
     return single, ens
 
 
+def association_summaries(significant: pd.DataFrame, planted: pd.DataFrame, contrasts) -> dict:
+    """``associations`` of the discoveries and, with replication, of the replicated rows."""
+    out = {"discoveries": associations(significant, planted, contrasts)[0]}
+    if "replicated" in significant.columns:
+        replicated = significant[significant.replicated.astype(bool)]
+        out["replicated"] = associations(replicated, planted, contrasts)[0]
+    return out
+
+
 def report(brain: pd.DataFrame, assoc: dict, pooled: pd.Series | None = None) -> str:
+    """The text report; ``assoc``: one ``associations`` summary, or ``association_summaries``."""
     lines = ["Brain age on the test split (replicate ensemble), against the synthetic truth:"]
     cols = [
         "contrast",
@@ -138,9 +150,14 @@ def report(brain: pd.DataFrame, assoc: dict, pooled: pd.Series | None = None) ->
             f"{ens[0]}: {ens[1]:.3f} ({verdict} than the best single contrast; means over sexes)"
         )
     lines.append("")
-    lines.append(
-        "Associations: {planted_found}/{planted_pairs} planted (field, contrast) pairs found "
-        "(sensitivity {sensitivity:.2f}); {false_rows} of {significant_rows} significant rows "
-        "not planted (false discovery proportion {false_discovery_proportion:.2f})".format(**assoc)
-    )
+    named = assoc if "discoveries" in assoc else {"": assoc}
+    what = {"discoveries": " (discoveries, test half A)", "replicated": " (replicated in half B)"}
+    for name, summary in named.items():
+        lines.append(
+            "Associations{what}: {planted_found}/{planted_pairs} planted (field, contrast) pairs "
+            "found (sensitivity {sensitivity:.2f}); {false_rows} of {significant_rows} rows not "
+            "planted (false discovery proportion {false_discovery_proportion:.2f})".format(
+                what=what.get(name, ""), **summary
+            )
+        )
     return "\n".join(lines)

@@ -15,6 +15,7 @@ value type, units) and FMRIB's ``funpack/configs/fmrib/categories.tsv`` (categor
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputDataError
+
+log = logging.getLogger(__name__)
 
 COLUMN = re.compile(r"^(?P<field>\d+)-(?P<instance>\d+)\.(?P<array>\d+)$")
 CATEGORICAL_TYPES = (21, 22)
@@ -39,23 +42,35 @@ ID_COLUMNS = ("eid", "subject")
 
 
 def read_subject_table(path, what: str = "table") -> pd.DataFrame:
-    """Read a TSV/CSV with a subject id column (``eid`` or ``subject``), indexed by id (str)."""
+    """Read a TSV/CSV with a subject id column (``eid`` or ``subject``), indexed by id (str).
+
+    Anything that is not such a table (a missing or empty file, a directory, binary data, no id
+    column) raises ``InputDataError`` naming the file. Ids are kept as text (``1234567.0`` reads
+    as ``1234567``); rows without an id get the id ``""``.
+    """
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{what} is missing", path=path)
     sep = "," if path.suffix == ".csv" else "\t"
     try:
         table = pd.read_csv(path, sep=sep, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except pd.errors.EmptyDataError as exc:
+        raise InputDataError(f"{what} is empty", path=path) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise InputDataError(f"{what} cannot be read as a table ({exc})", path=path) from exc
     id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
     if id_col is None:
+        hint = ""
+        if table.shape[1] == 1 and any(c in str(table.columns[0]) for c in ",;\t "):
+            hint = f" (one column only: is it {'comma' if sep == ',' else 'tab'}-separated?)"
         raise InputDataError(
             f"{what} has no subject id column ('eid' or 'subject'); columns start "
-            f"{list(table.columns[:5])}",
+            f"{list(table.columns[:5])}{hint}",
             path=path,
         )
-    ids = table[id_col].astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
+    raw = table[id_col]
+    ids = raw.astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
+    ids = ids.where(raw.notna(), "")
     table = table.drop(columns=[id_col])
     table.index = pd.Index(ids, name="subject")
     return table
@@ -165,11 +180,25 @@ def prepare(
     categorical_fields=(),
     max_levels: int = 50,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Numeric nIDP matrix (subjects x columns, NaN = missing) and a report of dropped columns.
+    """Numeric nIDP matrix (subjects x columns, NaN = missing) and a report of what was left out.
 
-    Duplicated subject ids keep their first row (reported).
+    Never fatal; every problem is a row of the report (``nidp``, ``reason``):
+
+    - rows without a subject id are left out, and of duplicated ids the first row is kept
+      (reported as ``nidp`` ``(rows)``);
+    - a repeated column name (which pandas reads as ``name.1``) is dropped;
+    - a column whose values are mostly not numbers is dropped ("not numeric"); a few stray
+      non-numbers in a numeric column are read as missing (logged);
+    - categorical fields (value types 21/22, or ``categorical_fields``) become one 0/1 column
+      per level, ``field-instance.array=level``; negative codes are missing; more than
+      ``max_levels`` levels drops the field;
+    - columns with fewer than ``min_subjects`` subjects, or constant, are dropped.
     """
     report = []
+    no_id = table.index.isin(["", "nan", "None", "NA"])
+    if no_id.any():
+        report.append({"nidp": "(rows)", "reason": f"{no_id.sum()} row(s) without a subject id"})
+        table = table[~no_id]
     if table.index.duplicated().any():
         dups = table.index[table.index.duplicated()].unique()
         report.append(
@@ -180,32 +209,57 @@ def prepare(
             }
         )
         table = table[~table.index.duplicated(keep="first")]
-    out = {}
+    names = set(map(str, table.columns))
+    out: dict[str, np.ndarray] = {}
+    stray = []
     for col in table.columns:
-        values = pd.to_numeric(table[col], errors="coerce")
-        n_bad = int(values.isna().sum() - table[col].isna().sum())
-        if n_bad and n_bad > 0.5 * table[col].notna().sum():
-            report.append({"nidp": col, "reason": "not numeric"})
+        col = str(col)
+        base, dot, copy = col.rpartition(".")
+        if dot and copy.isdigit() and base in names and COLUMN.match(base):
+            report.append({"nidp": col, "reason": f"repeated column name {base}"})
             continue
+        raw = table[col]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            values = raw.astype(float)
+        else:
+            values = pd.to_numeric(raw, errors="coerce").astype(float)
+            n_bad = int(values.isna().sum() - raw.isna().sum())
+            if n_bad > 0.5 * raw.notna().sum():
+                report.append({"nidp": col, "reason": "not numeric"})
+                continue
+            if n_bad:
+                stray.append(f"{col} ({n_bad})")
         if is_categorical(col, categorical_fields):
-            codes = values.where(values >= 0)  # negative codes: do not know / prefer not to answer
+            codes = values.where(values >= 0)  # negative: do not know / prefer not to answer
             levels = np.sort(codes.dropna().unique())
             if len(levels) > max_levels:
                 report.append({"nidp": col, "reason": f"{len(levels)} categories (> {max_levels})"})
                 continue
+            present = codes.notna().to_numpy()
             for level in levels:
-                name = f"{col}={level:g}"
-                out[name] = (codes == level).astype(float).where(codes.notna())
+                out[f"{col}={level:g}"] = np.where(
+                    present, (codes == level).to_numpy(float), np.nan
+                )
             continue
-        out[col] = values
-    matrix = pd.DataFrame(out, index=table.index)
+        out[col] = values.to_numpy()
+    if stray:
+        log.warning(
+            "nIDP columns with a few values that are not numbers (read as missing): %s",
+            ", ".join(stray[:20]) + (" ..." if len(stray) > 20 else ""),
+        )
     keep = []
-    for col in matrix.columns:
-        v = matrix[col].dropna()
-        if len(v) < min_subjects:
-            report.append({"nidp": col, "reason": f"only {len(v)} subjects (< {min_subjects})"})
-        elif v.nunique() < 2:
+    for col, values in out.items():
+        present = values[~np.isnan(values)]
+        if len(present) < min_subjects:
+            report.append(
+                {"nidp": col, "reason": f"only {len(present)} subjects (< {min_subjects})"}
+            )
+        elif present.min() == present.max():
             report.append({"nidp": col, "reason": "constant"})
         else:
             keep.append(col)
-    return matrix[keep], pd.DataFrame(report, columns=["nidp", "reason"])
+    matrix = np.empty((len(table), len(keep)), order="F")  # one nIDP per contiguous column
+    for j, col in enumerate(keep):
+        matrix[:, j] = out[col]
+    result = pd.DataFrame(matrix, index=table.index, columns=keep, copy=False)
+    return result, pd.DataFrame(report, columns=["nidp", "reason"])

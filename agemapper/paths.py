@@ -59,6 +59,7 @@ def preprocess_qc(contrast=C, sex=S, split=P) -> str:
 
 CHECKED_SUBJECTS = f"{ROOT}/qc/subjects.tsv"
 SUBJECT_PROBLEMS = f"{ROOT}/qc/subject_problems.tsv"
+ASSOCIATION_QC = f"{ROOT}/qc/associations.tsv"
 QC_SUMMARY = f"{ROOT}/qc/skipped.tsv"
 
 

@@ -21,3 +21,33 @@ def test_sensitivity_and_false_discovery_proportion():
     summary, pairs = evaluate.associations(significant, planted, ["T1_linear", "swi"])
     assert summary["planted_pairs"] == 3 and summary["planted_found"] == 2
     assert summary["false_rows"] == 2 and summary["false_discovery_proportion"] == 0.5
+
+
+def test_discovery_and_replicated_summaries_in_the_report():
+    planted = pd.DataFrame({"field": [1, 2], "driver": ["shared", "family:swi"]})
+    significant = pd.DataFrame(
+        {
+            "nidp": ["1-2.0", "2-2.0=1", "3-2.0", "2-2.0"],
+            "contrast": ["swi", "swi", "swi", "T1_linear"],
+            "replicated": [True, False, False, False],
+        }
+    )
+    summaries = evaluate.association_summaries(significant, planted, ["T1_linear", "swi"])
+    assert summaries["discoveries"]["planted_found"] == 2
+    assert summaries["replicated"]["planted_found"] == 1
+    assert summaries["replicated"]["false_discovery_proportion"] == 0.0
+    brain = pd.DataFrame(
+        columns=[
+            "contrast",
+            "sex",
+            "n",
+            "mae",
+            "mae_mean_age_baseline",
+            "r_delta_corrected_age",
+            "r_error_age",
+            "r_delta_corrected_true",
+        ]
+    )
+    text = evaluate.report(brain, summaries)
+    assert "(discoveries, test half A): 2/3" in text
+    assert "(replicated in half B): 1/3" in text

@@ -188,7 +188,7 @@ def test_subject_table_problems(tmp_path, rows, bad, message):
     "content, message",
     [
         (b"\x89PNG\r\n\x1a\n" + os.urandom(300), "cannot be read as a table"),
-        (b"", "cannot be read as a table"),
+        (b"", "is empty"),
         (b"a\tb\n1\t2\n", "no subject id column"),
     ],
     ids=["binary", "empty", "no-id-column"],
@@ -321,3 +321,25 @@ def test_killed_training_resumes_to_identical_weights(reference, sig):
         for key in ref:
             assert torch.equal(ref[key], got[key]), key
     assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_test_subjects_absent_from_nidp_or_confound_tables():
+    from agemapper.associations import check_coverage
+    from agemapper.qc import QCLog
+
+    tested = ["1", "2", "3", "4", "5"]
+    nidps = pd.DataFrame({"4080-2.0": [1.0, 2, 3, 4]}, index=["1", "2", "4", "5"])
+    confounds = pd.DataFrame({"site": [1, 2, 1, np.nan], "motion": [0.1, 0.2, 0.1, 0.3]},
+                             index=["1", "2", "3", "5"])  # fmt: skip
+    args = (tested, nidps, confounds, ["site", "motion"], "nidps.tsv", "conf.tsv")
+    with pytest.raises(InputDataError, match=r"subject 3, file nidps.tsv: absent from the nIDP "
+                       r"table \(2 more"):  # fmt: skip
+        check_coverage(*args, QCLog("strict", "associations"))
+    qclog = QCLog("skip", "associations")
+    check_coverage(*args, qclog)
+    got = {(r["subject"], r["file"], r["problem"]) for r in qclog.rows}
+    assert got == {
+        ("3", "nidps.tsv", "absent from the nIDP table"),
+        ("4", "conf.tsv", "absent from the confound table"),
+        ("5", "conf.tsv", "missing confound(s) ['site']"),
+    }

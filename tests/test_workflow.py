@@ -86,7 +86,7 @@ def _tiny_config(tmp_path) -> Path:
     cfg["contrasts"] = ["T1_nonlinear", "tbss_FA_s", "rsfmri_0"]
     cfg["synthetic"].update(
         splits=str(REPO / "datasets/ukb_subjects.tsv"),
-        subjects_per_sex={"train": 8, "validation": 4, "testA": 6, "testB": 6},
+        subjects_per_sex={"train": 8, "validation": 4, "testA": 10, "testB": 10},
     )
     cfg["training"].update(replicates=2, epochs=2, batch_size=4)
     cfg["associations"].update(groups=["female", "pooled"], min_subjects=6)
@@ -126,7 +126,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     ensembles = {"ensemble_mean", "ensemble_linear", "ensemble_elastic_net"}
     assert set(deltas.contrast) == contrasts | ensembles
     assert set(deltas.split) == {"validation", "test"}
-    assert len(deltas) == 6 * 2 * (4 + 12)
+    assert len(deltas) == 6 * 2 * (4 + 20)
     weights = pd.read_csv(results / "ensembles/weights.tsv", sep="\t")
     assert set(weights.term) == contrasts | {"(intercept)"}
     table = pd.read_csv(results / "associations/all.tsv", sep="\t")
@@ -142,12 +142,19 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "neglog10_p",
         "p_bonferroni",
         "p_fdr",
+        "n_B",
+        "r_B",
+        "p_B",
+        "p_B_corrected",
+        "replicated",
     } <= set(table.columns)
     assert set(table.sex) == {"female", "pooled"}
     assert ensembles <= set(table.contrast)  # ensembles flow into the associations
+    assert table.n.max() <= 20 and table.n_B.max() <= 20  # pooled: 10 + 10 per half
     assert (results / "associations/significant.tsv").exists()
     evaluation = (results / "evaluation/synthetic_truth.txt").read_text()
     assert "Brain age on the test split" in evaluation and "best ensemble" in evaluation
+    assert "replicated" in evaluation
     for rep in (1, 2):
         assert (results / f"models/rsfmri_0/male/replicate-{rep}/model.safetensors").exists()
     metrics = pd.read_csv(results / "models/T1_nonlinear/female/replicate-1/metrics.tsv", sep="\t")

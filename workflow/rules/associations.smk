@@ -14,6 +14,7 @@ rule associate_nidps:
         all=paths.ASSOCIATIONS,
         significant=paths.SIGNIFICANT,
         dropped=paths.DROPPED_NIDPS,
+        qc=paths.ASSOCIATION_QC,
     log:
         paths.log("associate_nidps"),
     benchmark:
@@ -22,5 +23,6 @@ rule associate_nidps:
         "../envs/agemapper.yaml"
     params:
         associations=config["associations"],
+        qc=config["qc"],
     script:
         "../scripts/associate_nidps.py"

@@ -69,6 +69,7 @@ rule summarise_qc:
         preprocess=expand(
             paths.preprocess_qc(), contrast=CONTRASTS, sex=SEXES, split=SPLITS
         ),
+        associations=[] if APPLY else [paths.ASSOCIATION_QC],
     output:
         summary=paths.QC_SUMMARY,
     log:

@@ -13,4 +13,6 @@ run_associations(
     snakemake.output.all,
     snakemake.output.significant,
     snakemake.output.dropped,
+    qc=snakemake.params.qc,
+    out_qc=snakemake.output.qc,
 )

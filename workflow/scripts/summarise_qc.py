@@ -6,7 +6,8 @@ from agemapper.qc import read_tables
 from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])
-table = read_tables([snakemake.input.subjects, *snakemake.input.preprocess])
+i = snakemake.input
+table = read_tables([i.subjects, *i.preprocess, *i.associations])
 write_table(snakemake.output.summary, table)
 log.info("QC: %d subject/contrast entries left out", len(table))
 if len(table):
