@@ -1,6 +1,10 @@
 # Stage 1: NIfTI -> per contrast/sex/split cache (float16 .npy + manifest) for fast training.
 
 
+localrules:
+    check_scale_factors,
+
+
 rule preprocess_contrast:
     input:
         unpack(lambda wildcards: cohort_tables()),
@@ -13,11 +17,14 @@ rule preprocess_contrast:
         paths.log("preprocess_contrast", "{contrast}", "{sex}", "{split}"),
     benchmark:
         paths.benchmark("preprocess_contrast", "{contrast}", "{sex}", "{split}")
+    group:
+        "preprocess"
     conda:
         "../envs/agemapper.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(180),
     params:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
         grid=config["preprocess"]["grid"],
