@@ -347,7 +347,13 @@ LogFile={r}/log/slurmdbd.log
         return f"{self.name}|{self.ports['ctld']}" in res.stdout
 
     def stop(self) -> None:
-        """Stop the daemons this object started, newest first, each by its own pid."""
+        """Stop the daemons this object started, newest first, each by its own pid.
+
+        Jobs still queued or running (a test that failed half way) are cancelled through the
+        cluster first, so that none of their processes outlives it.
+        """
+        if "slurmctld" in self.pids and "slurmd" in self.pids:
+            self._cancel_jobs()
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             pid = self.pids.pop(name, None)
             if pid is None:
@@ -370,6 +376,25 @@ LogFile={r}/log/slurmdbd.log
                 os.kill(pid, signal.SIGKILL)
         self._unlink_run_conf()
 
+    def _cancel_jobs(self, timeout: float = 60.0) -> None:
+        def jobs() -> list[str]:
+            res = subprocess.run(
+                ["squeue", "-h", "-t", "PD,R,CG,S", "-o", "%i"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            return res.stdout.split() if res.returncode == 0 else []
+
+        ids = jobs()
+        if not ids:
+            return
+        subprocess.run(["scancel", *ids], env=self.env, capture_output=True, check=False)
+        deadline = time.monotonic() + timeout
+        while jobs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
     # ------------------------------------------------------------------ helpers
 
     def run(self, *args, check=True) -> str:
@@ -390,7 +415,12 @@ LogFile={r}/log/slurmdbd.log
 
 
 def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie child of ours counts as gone)."""
+    """True while ``pid`` runs (an exited daemon is reaped if it is our child, else ignored)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
