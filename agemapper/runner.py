@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 
 
@@ -19,4 +21,8 @@ def log_to(path) -> logging.Logger:
         force=True,
     )
     logging.captureWarnings(True)
-    return logging.getLogger("agemapper")
+    log = logging.getLogger("agemapper")
+    if os.environ.get("SLURM_JOB_ID"):
+        # which cluster job wrote this log (sacct -j ID, seff ID), and where
+        log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], socket.gethostname())
+    return log

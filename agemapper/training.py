@@ -234,6 +234,12 @@ class Trainer:
             "epoch": self.epoch,
             "batch_start": self.batch_start,
             "epoch_seconds": self.epoch_seconds,
+            # provenance for the resuming job's log (the scheduler replaces the old job's log)
+            "saved": {
+                "on": "end of epoch" if self._signal is None else f"signal {self._signal}",
+                "slurm_job": os.environ.get("SLURM_JOB_ID"),
+                "host": socket.gethostname(),
+            },
         }
         tensors["shuffle_rng"] = self.shuffle.get_state()
         tensors["torch_rng"] = torch.get_rng_state()
@@ -287,12 +293,17 @@ class Trainer:
             rep.stopped = bool(status["stopped"])
             rep.history = list(status["history"])
             rep.sum_loss, rep.sum_abs, rep.seen = status["sums"]
+        saved = meta.get("saved") or {}
+        job = f" in SLURM job {saved['slurm_job']}" if saved.get("slurm_job") else ""
         log.info(
-            "%s: resumed from %s at epoch %d, batch %d",
+            "%s: resumed from %s at epoch %d, batch %d (saved on %s%s on %s)",
             self.describe,
             self.checkpoint_path,
             self.epoch + 1,
             self.batch_start,
+            saved.get("on", "?"),
+            job,
+            saved.get("host", "?"),
         )
         return True
 

@@ -90,3 +90,24 @@ def test_report_figures(tmp_path):
     plots.training_curves({"replicate 1": hist}, tmp_path / "t.png", "T1_nonlinear, female")
     for name in "dmhxt":
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_job_log_names_its_slurm_job(tmp_path, monkeypatch):
+    """A rule's log says which SLURM job wrote it (retries replace the log of the last try)."""
+    import logging
+    import sys
+
+    from agemapper.runner import log_to
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    monkeypatch.setattr(sys, "stderr", sys.stderr)  # log_to redirects stderr; restore it
+    try:
+        monkeypatch.setenv("SLURM_JOB_ID", "31337")
+        log_to(tmp_path / "job.log").info("working")
+        monkeypatch.delenv("SLURM_JOB_ID")
+        log_to(tmp_path / "local.log").info("working")
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    assert "SLURM job 31337 on " in (tmp_path / "job.log").read_text()
+    assert "SLURM job" not in (tmp_path / "local.log").read_text()

@@ -100,7 +100,7 @@ def _weights(trainer):
     return [{k: v.clone() for k, v in r.model.state_dict().items()} for r in trainer.reps]
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path, caches):
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, caches, caplog, monkeypatch):
     torch.use_deterministic_algorithms(True)
     straight = _trainer(caches, tmp_path / "a.safetensors")
     straight.run()
@@ -118,12 +118,17 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, caches):
             first._on_signal(15, None)
 
     first._train_batch = stop_in_epoch_two
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # as in a SLURM job stopped at its time limit
     with pytest.raises(Interrupted, match="rerun to resume"):
         first.run()
     assert ckpt.exists()
 
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
     resumed = _trainer(caches, ckpt)
-    resumed.run()
+    with caplog.at_level("INFO", logger="agemapper.training"):
+        resumed.run()
+    assert "at epoch 2, batch" in caplog.text
+    assert "(saved on signal 15 in SLURM job 4242 on " in caplog.text
     for a, b in zip(expected, _weights(resumed), strict=True):
         for k in a:
             assert torch.equal(a[k], b[k]), k

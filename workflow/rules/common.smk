@@ -44,6 +44,13 @@ wildcard_constraints:
     replicate=r"\d+",
 
 
+def per_attempt(base, most=None):
+    """A resource that grows with each retry: ``base`` times the attempt (1, 2, ...), at most
+    ``most``. Sized for the full study; a profile's ``set-resources`` replaces it per site.
+    """
+    return lambda wildcards, attempt: min(base * attempt, most or base * attempt)
+
+
 def truth_file(name):
     return f"{SYNTHETIC['truth_directory']}/{name}"
 

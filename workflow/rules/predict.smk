@@ -1,4 +1,6 @@
 # Stage 3: every replicate on validation and test, and the per-subject replicate mean.
+# On a GPU: 3 networks over thousands of full-resolution volumes take hours on CPUs, minutes on
+# a GPU. Predictions are grouped (group-components in the profile) into few SLURM jobs.
 
 
 rule predict_brain_age:
@@ -12,10 +14,14 @@ rule predict_brain_age:
         paths.log("predict_brain_age", "{contrast}", "{sex}"),
     benchmark:
         paths.benchmark("predict_brain_age", "{contrast}", "{sex}")
+    group:
+        "predict"
     conda:
         "../envs/agemapper.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        gpu=1,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(60),
     script:
         "../scripts/predict.py"

@@ -4,6 +4,7 @@
 localrules:
     check_subjects,
     summarise_qc,
+    check_scale_factors,
 
 
 rule check_subjects:
@@ -35,11 +36,14 @@ rule preprocess_contrast:
         paths.log("preprocess_contrast", "{contrast}", "{sex}", "{split}"),
     benchmark:
         paths.benchmark("preprocess_contrast", "{contrast}", "{sex}", "{split}")
+    group:
+        "preprocess"
     conda:
         "../envs/agemapper.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(180),
     params:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
         grid=config["preprocess"]["grid"],

@@ -20,6 +20,9 @@ if SYNTHETIC:
         conda:
             "../envs/agemapper.yaml"
         threads: 4
+        resources:
+            mem_mb=per_attempt(8000),
+            runtime=per_attempt(60),
         params:
             synthetic=SYNTHETIC,
             contrasts=CONTRASTS,

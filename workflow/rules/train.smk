@@ -1,4 +1,6 @@
 # Stage 2: the replicate networks of each contrast and sex, trained on one data stream.
+# At the time limit SLURM sends SIGTERM: the trainer checkpoints and the job fails; the retry
+# (more runtime) resumes from the checkpoint, which is no output and so survives the failure.
 
 
 rule train_networks:
@@ -20,7 +22,9 @@ rule train_networks:
         "../envs/agemapper.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        gpu=1,
+        mem_mb=per_attempt(16000),
+        runtime=per_attempt(24 * 60, most=48 * 60),  # minutes; many GPU partitions end at 48 h
     params:
         model=config["model"],
         training=config["training"],

@@ -1,0 +1,352 @@
+"""The workflow on SLURM through the repository's profile, as users run it:
+``snakemake --profile slurm results/deltas/all.csv`` from the repository root.
+
+The full-study dry run needs no cluster. The others start a real single-node cluster
+(slurmctld, slurmd, slurmdbd with MariaDB, MUNGE; tests/slurm_cluster.py) for the session and
+submit every job with sbatch; nothing is mocked. A site profile scales the jobs down to the
+test node, as a cluster's users would for theirs (``--workflow-profile`` overrides ``slurm/``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+from slurm_cluster import ClusterUnavailable, SlurmCluster, install, missing_programs
+from test_workflow import _tiny_config
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+CONTRASTS = ["T1_nonlinear", "rsfmri_0"]
+GPU_RULES = {"train_networks", "predict_brain_age"}
+LOCAL_RULES = {"check_scale_factors", "correct_deltas", "associate_nidps", "evaluate_synthetic"}
+
+
+def _snakemake(args, env=None, timeout=900):
+    """Snakemake from the repository root, so that ``--profile slurm`` means ``slurm/``."""
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run(
+        [*SNAKEMAKE, "--profile", "slurm", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    res.output = res.stdout + res.stderr
+    return res
+
+
+def _jobs(output: str) -> list[dict]:
+    """Rule, wildcards, threads and resources of each job a (dry) run printed."""
+    jobs = []
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", output)[1:]:
+        job = {"rule": re.match(r"\s*(?:local)?rule (\w+):", block).group(1), "threads": 1}
+        if m := re.search(r"^\s*threads: (\d+)", block, re.M):
+            job["threads"] = int(m.group(1))
+        if m := re.search(r"^\s*resources: (.*)$", block, re.M):
+            job.update(dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
+        jobs.append(job)
+    return jobs
+
+
+def test_full_study_through_the_profile_asks_gpus_for_networks_only(tmp_path):
+    """Dry run of config/ukb.yaml with the profile: planned resources and SLURM job count."""
+    for name in ("nidps.tsv", "confounds.tsv"):
+        (tmp_path / name).write_text("eid\n")
+    override = tmp_path / "paths.yaml"
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "contrasts_table": str(REPO / "config/contrasts.tsv"),
+                "cohort": {
+                    "subjects": str(REPO / "datasets/ukb_subjects.tsv"),
+                    "excluded": str(REPO / "datasets/ukb_excluded.txt"),
+                    "data_directory": str(tmp_path / "no-images-here"),
+                    "nidps": str(tmp_path / "nidps.tsv"),
+                    "confounds": str(tmp_path / "confounds.tsv"),
+                },
+            }
+        )
+    )
+    res = _snakemake(
+        [
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            "config/ukb.yaml",
+            str(override),
+            "--",
+            "results/deltas/all.csv",
+        ],
+        timeout=300,
+    )
+    assert res.returncode == 0, res.output[-3000:]
+    assert "Using profile slurm " in res.output
+    jobs = _jobs(res.stdout)
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+    assert {r: len(j) for r, j in by_rule.items()} == {
+        "preprocess_contrast": 342,
+        "train_networks": 114,
+        "predict_brain_age": 114,
+        "correct_deltas": 1,
+    }
+    for job in jobs:
+        if job["rule"] in GPU_RULES:
+            assert job.get("gpu") == "1", job
+        else:
+            assert "gpu" not in job, job
+    train = by_rule["train_networks"][0]
+    assert (train["threads"], train["mem_mb"], train["runtime"]) == (8, "16000", "1440")
+    prep = by_rule["preprocess_contrast"][0]
+    assert (prep["threads"], prep["mem_mb"], prep["runtime"]) == (4, "8000", "180")
+    # grouped: 342 preprocessing jobs in 57 SLURM jobs, 114 predictions in 19
+    groups = re.findall(r"Group job (\w+)", res.stdout)
+    assert (groups.count("preprocess"), groups.count("predict")) == (57, 19)
+    assert len(groups) + len(by_rule["train_networks"]) == 190  # SLURM jobs in all
+
+
+# ----------------------------------------------------------------------------- cluster
+
+
+def _unavailable(reason: str):
+    if os.environ.get("AGEMAPPER_REQUIRE_SLURM") == "1":  # set by .ci/run: never skip there
+        pytest.fail(f"SLURM test cluster unavailable: {reason}")
+    pytest.skip(f"SLURM test cluster unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    if not sys.platform.startswith("linux"):
+        _unavailable("needs Linux")
+    if missing_programs():
+        try:
+            install()
+        except ClusterUnavailable as exc:
+            _unavailable(str(exc))
+    slurm = SlurmCluster()
+    try:
+        slurm.start()  # on failure it stops what it started and says why, with the daemons' logs
+    except ClusterUnavailable as exc:
+        slurm.cleanup()
+        _unavailable(str(exc))
+    except Exception:
+        slurm.cleanup()
+        raise
+    try:
+        yield slurm
+    finally:
+        slurm.stop()
+        slurm.cleanup()
+
+
+def _site_profile(root: Path, slurm: SlurmCluster, **extra) -> Path:
+    """A workflow profile fitting the jobs to the test node (2 CPUs, 2 fake GPUs)."""
+    cpus = min(2, slurm.cpus)
+    profile = {
+        "cores": cpus,
+        "retries": 0,  # a failing job fails the test at once
+        "set-threads": {
+            "generate_cohort": cpus,
+            "preprocess_contrast": 1,
+            "train_networks": 1,
+            "predict_brain_age": 1,
+        },
+        "set-resources": {
+            "generate_cohort": {"mem_mb": 1500},
+            "preprocess_contrast": {"mem_mb": 500},
+            "train_networks": {"mem_mb": 1500},
+            "predict_brain_age": {"mem_mb": 1000},
+        },
+        # poll SLURM soon after each submission (the plugin's default first wait is 40 s)
+        "slurm-init-seconds-before-status-checks": 1,
+        "seconds-between-status-checks": 1,
+        "slurm-keep-successful-logs": True,
+        **extra,
+    }
+    folder = root / "site-profile"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def _accounting(slurm: SlurmCluster, output: str) -> pd.DataFrame:
+    """This run's jobs as SLURM's accounting (slurmdbd) records them."""
+    run_id = re.search(r"SLURM run ID: (\S+)", output).group(1)
+    since = datetime.now() - timedelta(days=1)  # sacct's default window starts at midnight
+    text = slurm.run(
+        "sacct",
+        "-X",
+        "--parsable2",
+        f"--starttime={since:%Y-%m-%dT%H:%M}",
+        "--name",
+        run_id,
+        "--format=JobIDRaw,Comment,State,AllocTRES,Timelimit,Submit,Start,End",
+    )
+    rows = [line.split("|") for line in text.strip().splitlines()]
+    return pd.DataFrame(rows[1:], columns=rows[0]).astype({"JobIDRaw": int})
+
+
+def _slurm_job_in_log(path: Path) -> list[int]:
+    """The SLURM job ids the log's opening line names (agemapper.runner.log_to writes it)."""
+    return [int(j) for j in re.findall(r" agemapper: SLURM job (\d+) on ", path.read_text())]
+
+
+@pytest.fixture(scope="module")
+def demo(cluster, tmp_path_factory):
+    """The demo through SLURM at tiny size: the issue's command, run once for the tests below."""
+    root = tmp_path_factory.mktemp("slurm-demo")
+    cfg = yaml.safe_load(_tiny_config(root).read_text())
+    cfg["contrasts"] = CONTRASTS
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    workdir = root / "run"
+    args = [
+        "--workflow-profile",
+        str(_site_profile(root, cluster)),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+    ]
+    start = time.monotonic()
+    res = _snakemake([*args, "--", "results/deltas/all.csv"], env=cluster.env)
+    seconds = time.monotonic() - start
+    print(f"demo through SLURM: {seconds:.0f} s")
+    yield SimpleNamespace(
+        root=root, workdir=workdir, config=cfg, args=args, res=res, seconds=seconds
+    )
+    shutil.rmtree(workdir / "results/synthetic/subjectsAll", ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_demo_runs_through_slurm(cluster, demo):
+    res = demo.res
+    assert res.returncode == 0, res.output[-6000:] + "\n" + cluster.logs()
+    results = demo.workdir / "results"
+    deltas = pd.read_csv(results / "deltas/all.csv", dtype={"subject": str})
+    assert set(deltas.contrast) == set(CONTRASTS)
+    assert len(deltas) == len(CONTRASTS) * 2 * (4 + 12)
+
+    # Every job but the local aggregation went through sbatch, and SLURM accounted for it.
+    submitted = {int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", res.output)}
+    jobs = _accounting(cluster, res.output)
+    print(jobs.to_string())
+    assert set(jobs.JobIDRaw) == submitted
+    assert (jobs.State == "COMPLETED").all(), jobs
+    # grouped: 1 cohort + 2 preprocessing groups (12 jobs) + 4 trainings + 1 prediction group
+    assert len(submitted) == 8, jobs
+    comment = dict(zip(jobs.JobIDRaw, jobs.Comment, strict=True))
+    for _, job in jobs.iterrows():  # GPUs for the networks, none for CPU stages
+        assert ("gres/gpu=1" in job.AllocTRES) == any(r in job.Comment for r in GPU_RULES), job
+
+    # Each rule's log names the SLURM job that wrote it; that job ran that rule.
+    logs = sorted((results / "logs").glob("*/*.log"))
+    assert {p.parent.name for p in logs} == {
+        "generate_cohort",
+        "preprocess_contrast",
+        "train_networks",
+        "predict_brain_age",
+        "correct_deltas",
+    }
+    for log in logs:
+        ids = _slurm_job_in_log(log)
+        if log.parent.name in LOCAL_RULES:
+            assert ids == [], log
+        else:
+            assert len(ids) == 1 and ids[0] in submitted, log
+            assert log.parent.name in comment[ids[0]], (log, comment[ids[0]])
+    assert "localrule correct_deltas:" in res.output
+    # the executor's own SLURM logs, one per job, kept by the site profile
+    slurm_logs = {int(p.stem) for p in (demo.workdir / ".snakemake/slurm_logs").rglob("*.log")}
+    assert slurm_logs == submitted
+
+    again = _snakemake(["-n", *demo.args, "--", "results/deltas/all.csv"], env=cluster.env)
+    assert again.returncode == 0, again.output[-3000:]
+    assert "Nothing to be done" in again.output
+
+
+def _epochs_lasting(seconds: float, model: dict, training: dict, grid, n_train, n_val) -> int:
+    """Epochs that keep this machine's CPU busy for about ``seconds`` (timed in-process)."""
+    import tempfile
+
+    from agemapper.training import Trainer
+    from conftest import make_cache
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train, _ = make_cache(tmp, "train", n_train, shape=tuple(grid), seed=1)
+        val, _ = make_cache(tmp, "val", n_val, shape=tuple(grid), seed=2)
+        probe = {**training, "epochs": 4, "early_stopping_patience": 100}
+        trainer = Trainer(
+            train, val, model, probe, [1, 2], ("probe",), tmp / "ck", device="cpu", threads=1
+        )
+        trainer.run()
+    per_epoch = min(h["seconds"] for h in trainer.reps[0].history[1:])  # the fastest epoch
+    return max(20, math.ceil(seconds / per_epoch))
+
+
+@pytest.mark.slurm
+def test_training_stopped_at_its_time_limit_resumes_with_more_time(cluster, demo, tmp_path):
+    """A training job outgrows its 1-minute limit: SLURM sends SIGTERM, the trainer writes its
+    checkpoint and fails; the retry gets 10 minutes and finishes from the checkpoint."""
+    if demo.res.returncode != 0:
+        pytest.skip("the demo run failed (see test_demo_runs_through_slurm)")
+    workdir = tmp_path / "run"  # the demo's cohort and state, so only this network is redone
+    shutil.copytree(demo.workdir, workdir, ignore=shutil.ignore_patterns("slurm_logs"))
+    cfg = copy.deepcopy(demo.config)
+    cfg["model"]["channels"] = [16, 32, 32, 32, 32]
+    n = cfg["synthetic"]["subjects_per_sex"]
+    # Long enough to outlive the limit (SLURM enforces it 60-90 s after the start, of which
+    # training gets at most ~83 s) wherever the test runs, short enough for the retry to finish
+    # soon after: 80 s of the fastest probe epochs, plus evaluation and checkpoints each epoch.
+    epochs = _epochs_lasting(
+        80, cfg["model"], cfg["training"], cfg["preprocess"]["grid"], n["train"], n["validation"]
+    )
+    cfg["training"].update(epochs=epochs, early_stopping_patience=epochs)
+    config = tmp_path / "longer.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    profile = _site_profile(tmp_path, cluster, retries=1)
+    site = yaml.safe_load((profile / "config.yaml").read_text())
+    site["set-resources"]["train_networks"]["runtime"] = "1 if attempt == 1 else 10"
+    (profile / "config.yaml").write_text(yaml.safe_dump(site))
+    targets = [f"results/models/T1_nonlinear/female/replicate-{r}/metrics.tsv" for r in (1, 2)]
+    args = ["--workflow-profile", str(profile), "--directory", str(workdir)]
+    start = time.monotonic()
+    res = _snakemake([*args, "--configfile", str(config), "--", *targets], env=cluster.env)
+    seconds = time.monotonic() - start
+    shutil.rmtree(workdir / "results/synthetic/subjectsAll", ignore_errors=True)
+    assert res.returncode == 0, res.output[-6000:] + "\n" + cluster.logs()
+
+    jobs = _accounting(cluster, res.output)
+    print(f"{epochs} epochs; timed-out training through SLURM: {seconds:.0f} s\n{jobs.to_string()}")
+    train = jobs[jobs.Comment.str.contains("train_networks")].sort_values("JobIDRaw")
+    assert list(train.State) == ["TIMEOUT", "COMPLETED"], jobs
+    assert list(train.Timelimit) == ["00:01:00", "00:10:00"], jobs
+    first, second = train.JobIDRaw
+    log = workdir / "results/logs/train_networks/T1_nonlinear_female.log"
+    text = log.read_text()
+    assert _slurm_job_in_log(log) == [second]
+    assert "resumed from results/checkpoints/T1_nonlinear/female/checkpoint.safetensors" in text
+    assert f"(saved on signal 15 in SLURM job {first} on " in text  # SIGTERM at the limit
+    metrics = pd.read_csv(
+        workdir / "results/models/T1_nonlinear/female/replicate-1/metrics.tsv", sep="\t"
+    )
+    assert list(metrics.epoch) == list(range(1, epochs + 1))
+    assert not (workdir / "results/checkpoints/T1_nonlinear/female/checkpoint.safetensors").exists()
