@@ -32,7 +32,19 @@ from conftest import REPO
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CONTRASTS = ["T1_nonlinear", "rsfmri_0"]
 GPU_RULES = {"train_networks", "predict_brain_age"}
-LOCAL_RULES = {"check_scale_factors", "correct_deltas", "associate_nidps", "evaluate_synthetic"}
+LOCAL_RULES = {
+    "check_subjects",
+    "check_scale_factors",
+    "combine_contrasts",
+    "correct_deltas",
+    "associate_nidps",
+    "summarise_qc",
+    "evaluate_synthetic",
+    "plot_brain_age",
+    "plot_associations",
+    "plot_training_curves",
+}
+ENSEMBLES = ["ensemble_mean", "ensemble_linear", "ensemble_elastic_net"]
 
 
 def _snakemake(args, env=None, timeout=900):
@@ -105,6 +117,8 @@ def test_full_study_through_the_profile_asks_gpus_for_networks_only(tmp_path):
         "preprocess_contrast": 342,
         "train_networks": 114,
         "predict_brain_age": 114,
+        "check_subjects": 1,
+        "combine_contrasts": 1,
         "correct_deltas": 1,
     }
     for job in jobs:
@@ -241,8 +255,8 @@ def test_demo_runs_through_slurm(cluster, demo):
     assert res.returncode == 0, res.output[-6000:] + "\n" + cluster.logs()
     results = demo.workdir / "results"
     deltas = pd.read_csv(results / "deltas/all.csv", dtype={"subject": str})
-    assert set(deltas.contrast) == set(CONTRASTS)
-    assert len(deltas) == len(CONTRASTS) * 2 * (4 + 12)
+    assert set(deltas.contrast) == set(CONTRASTS + ENSEMBLES)
+    assert len(deltas) == (len(CONTRASTS) + len(ENSEMBLES)) * 2 * (4 + 20)
 
     # Every job but the local aggregation went through sbatch, and SLURM accounted for it.
     submitted = {int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", res.output)}
@@ -259,10 +273,12 @@ def test_demo_runs_through_slurm(cluster, demo):
     # Each rule's log names the SLURM job that wrote it; that job ran that rule.
     logs = sorted((results / "logs").glob("*/*.log"))
     assert {p.parent.name for p in logs} == {
+        "check_subjects",
         "generate_cohort",
         "preprocess_contrast",
         "train_networks",
         "predict_brain_age",
+        "combine_contrasts",
         "correct_deltas",
     }
     for log in logs:
