@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 from slurm_cluster import ClusterUnavailable, SlurmCluster, install, missing_programs
-from test_workflow import _tiny_config
+from test_workflow import _tiny_config, full_study_paths
 
 from conftest import REPO
 
@@ -77,23 +77,7 @@ def _jobs(output: str) -> list[dict]:
 
 def test_full_study_through_the_profile_asks_gpus_for_networks_only(tmp_path):
     """Dry run of config/ukb.yaml with the profile: planned resources and SLURM job count."""
-    for name in ("nidps.tsv", "confounds.tsv"):
-        (tmp_path / name).write_text("eid\n")
-    override = tmp_path / "paths.yaml"
-    override.write_text(
-        yaml.safe_dump(
-            {
-                "contrasts_table": str(REPO / "config/contrasts.tsv"),
-                "cohort": {
-                    "subjects": str(REPO / "datasets/ukb_subjects.tsv"),
-                    "excluded": str(REPO / "datasets/ukb_excluded.txt"),
-                    "data_directory": str(tmp_path / "no-images-here"),
-                    "nidps": str(tmp_path / "nidps.tsv"),
-                    "confounds": str(tmp_path / "confounds.tsv"),
-                },
-            }
-        )
-    )
+    override = full_study_paths(tmp_path)
     res = _snakemake(
         [
             "-n",

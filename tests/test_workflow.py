@@ -33,8 +33,8 @@ def _job_counts(stdout: str) -> dict:
     return counts
 
 
-def test_full_study_plans_342_networks_in_seconds(tmp_path):
-    """57 contrasts x 2 sexes x 3 replicates on the released splits, without touching images."""
+def full_study_paths(tmp_path) -> Path:
+    """A config override pointing config/ukb.yaml at the released splits and empty tables."""
     for name in ("nidps.tsv", "confounds.tsv"):
         (tmp_path / name).write_text("eid\n")
     override = tmp_path / "paths.yaml"
@@ -52,6 +52,12 @@ def test_full_study_plans_342_networks_in_seconds(tmp_path):
             }
         )
     )
+    return override
+
+
+def test_full_study_plans_342_networks_in_seconds(tmp_path):
+    """57 contrasts x 2 sexes x 3 replicates on the released splits, without touching images."""
+    override = full_study_paths(tmp_path)
     start = time.monotonic()
     res = _run(
         [
