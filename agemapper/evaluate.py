@@ -123,20 +123,22 @@ def association_summaries(significant: pd.DataFrame, planted: pd.DataFrame, cont
     return out
 
 
+REPORT_COLUMNS = [
+    "contrast",
+    "sex",
+    "n",
+    "mae",
+    "mae_mean_age_baseline",
+    "r_delta_corrected_age",
+    "r_error_age",
+    "r_delta_corrected_true",
+]
+
+
 def report(brain: pd.DataFrame, assoc: dict, pooled: pd.Series | None = None) -> str:
     """The text report; ``assoc``: one ``associations`` summary, or ``association_summaries``."""
     lines = ["Brain age on the test split (replicate ensemble), against the synthetic truth:"]
-    cols = [
-        "contrast",
-        "sex",
-        "n",
-        "mae",
-        "mae_mean_age_baseline",
-        "r_delta_corrected_age",
-        "r_error_age",
-        "r_delta_corrected_true",
-    ]
-    lines.append(brain[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    lines.append(brain[REPORT_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if pooled is not None:
         lines.append(
             "r(corrected delta, age), test split, both sexes: "

@@ -36,18 +36,7 @@ def test_discovery_and_replicated_summaries_in_the_report():
     assert summaries["discoveries"]["planted_found"] == 2
     assert summaries["replicated"]["planted_found"] == 1
     assert summaries["replicated"]["false_discovery_proportion"] == 0.0
-    brain = pd.DataFrame(
-        columns=[
-            "contrast",
-            "sex",
-            "n",
-            "mae",
-            "mae_mean_age_baseline",
-            "r_delta_corrected_age",
-            "r_error_age",
-            "r_delta_corrected_true",
-        ]
-    )
+    brain = pd.DataFrame(columns=evaluate.REPORT_COLUMNS)
     text = evaluate.report(brain, summaries)
     assert "(discoveries, test half A): 2/3" in text
     assert "(replicated in half B): 1/3" in text

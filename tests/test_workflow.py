@@ -102,17 +102,22 @@ def _tiny_config(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.workflow
-def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
-    config = _tiny_config(tmp_path)
-    args = [
+def _workdir_args(workdir: Path, *configs: Path) -> list[str]:
+    """Run the repository's Snakefile in ``workdir`` with the given config files."""
+    return [
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
-        str(tmp_path),
+        str(workdir),
         "--configfile",
-        str(config),
+        *map(str, configs),
     ]
+
+
+@pytest.mark.workflow
+def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
+    config = _tiny_config(tmp_path)
+    args = _workdir_args(tmp_path, config)
     res = _run(["-c2", *args], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-5000:]
     results = tmp_path / "results"
@@ -199,14 +204,7 @@ def _bad_cohort(tmp_path, qc):
     cfg.update(qc=qc, contrasts=["T1_nonlinear", "tbss_FA_s"])
     cfg["training"].update(epochs=1)
     config.write_text(yaml.safe_dump(cfg))
-    args = [
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(config),
-    ]
+    args = _workdir_args(tmp_path, config)
     res = _run(["-c2", "results/synthetic/truth/cohort.json", *args], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     subjects = pd.read_csv(tmp_path / "results/synthetic/subjects.tsv", sep="\t", dtype=str)
