@@ -330,7 +330,7 @@ def test_training_stopped_at_its_time_limit_resumes_with_more_time(cluster, demo
     cfg["model"]["channels"] = [16, 32, 32, 32, 32]
     n = cfg["synthetic"]["subjects_per_sex"]
     # Long enough to outlive the limit (SLURM enforces it 60-90 s after the job's start) wherever
-    # the test runs, short enough for the retry to finish soon after: 150 s of the fastest probe
+    # the test runs, short enough for the retry to finish soon after: 120 s of the fastest probe
     # epochs, plus evaluation and checkpoints each epoch.
     epochs = _epochs_lasting(
         120, cfg["model"], cfg["training"], cfg["preprocess"]["grid"], n["train"], n["validation"]
