@@ -11,7 +11,7 @@ C, S, P, R = "{contrast}", "{sex}", "{split}", "{replicate}"
 
 
 def cache(contrast=C, sex=S, split=P) -> str:
-    return f"{ROOT}/cache/{contrast}/{sex}_{split}.npy"
+    return f"{ROOT}/cache/{contrast}/{sex}_{split}.cache"
 
 
 def manifest(contrast=C, sex=S, split=P) -> str:

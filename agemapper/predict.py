@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .batches import BatchSource
 from .errors import ConfigError
 from .preprocess import open_cache
 from .training import load_model
@@ -42,13 +43,12 @@ def _norm(v):
 @torch.no_grad()
 def predict_cache(models, cache, batch_size: int = 12, device: str = "cpu") -> np.ndarray:
     """Predicted ages, one column per model, for every subject in a cache's manifest."""
-    arr, manifest = open_cache(cache)
-    rows = manifest["row"].to_numpy()
-    dev = torch.device(device)
-    out = np.zeros((len(rows), len(models)), dtype=np.float64)
-    for start in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.array(arr[rows[start : start + batch_size]])).to(dev)
-        x = x.float().unsqueeze(1)
+    source = BatchSource(cache, torch.device(device), preload_bytes=0)
+    n = len(source)
+    out = np.zeros((n, len(models)), dtype=np.float64)
+    starts = range(0, n, batch_size)
+    indices = (torch.arange(s, min(s + batch_size, n)) for s in starts)
+    for start, (x, _) in zip(starts, source.batches(indices), strict=True):
         for j, model in enumerate(models):
             out[start : start + len(x), j] = model.to_age(model(x)).double().cpu().numpy()
     return out

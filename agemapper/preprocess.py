@@ -2,13 +2,14 @@
 
 Per subject (the AgeMapper recipe): load, take volume k of a 4D file, crop to the AgeMapper box,
 divide by the mean of the cropped volume (T1/T2 contrasts, zeros included), divide by the
-contrast's scale factor, and resample to the training grid (identity for 1 mm at full size;
-x2 trilinear with aligned corners for 2 mm, as the original network did; area averaging when a
-reduced demo grid is smaller than the crop).
+contrast's scale factor, and bring it to the training grid: area averaging when a reduced demo
+grid is smaller than the crop, identity for 1 mm at full size. A 2 mm contrast at full size is
+stored at 2 mm (80x96x80, 8x fewer bytes) and upsampled x2 (trilinear, aligned corners, as the
+original network did) on the training device when read: :func:`agemapper.cache.to_grid`.
 
-The cache is a ``.npy`` array ``(subjects, x, y, z)`` in float16 (memory-mappable), with a
-manifest TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar
-describing the input contract (contrast, grids, normalisation, scale factor).
+The cache (:mod:`agemapper.cache`: non-zero mask + float16 voxels, exact) comes with a manifest
+TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar describing
+the input contract (contrast, grids, normalisation, scale factor, training and stored shapes).
 """
 
 from __future__ import annotations
@@ -25,17 +26,25 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .cache import CacheWriter, VolumeCache
 from .contrasts import Contrast
 from .errors import InputDataError
 from .grids import get_grid
-from .io import atomic_path, write_json, write_table
+from .io import write_json, write_table
 from .nifti import load_volume
 from .qc import QCLog
 
 log = logging.getLogger(__name__)
 
-CACHE_DTYPE = np.float16
-STAT_COLUMNS = ["crop_mean", "max_normalised", "p999_normalised", "max_scaled", "nonzero"]
+CACHE_FORMAT = "agemapper-cache/1"
+STAT_COLUMNS = [
+    "crop_mean",
+    "max_normalised",
+    "p999_normalised",
+    "max_scaled",
+    "nonzero",
+    "cache_bytes",
+]
 
 
 def resample(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -49,6 +58,15 @@ def resample(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     else:
         y = F.interpolate(x, size=shape, mode="trilinear", align_corners=True)
     return y[0, 0].numpy()
+
+
+def stored_shape(crop_shape: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """The grid a cache stores: the training grid, unless that would upsample the crop (then
+    the crop itself, upsampled on the training device)."""
+    shape = tuple(int(s) for s in shape)
+    if all(t <= c for t, c in zip(shape, crop_shape, strict=True)):
+        return shape
+    return tuple(crop_shape)
 
 
 def preprocess_volume(
@@ -110,6 +128,7 @@ def preprocess_split(
     if n == 0:
         raise ValueError(f"no subjects to preprocess for {contrast.name}")
     grid = get_grid(contrast.resolution)
+    stored = stored_shape(grid.crop_shape, shape)
     ids = subjects.subject.astype(str).tolist()
     first = subjects.iloc[0]
     qclog = QCLog(qc, "preprocess", contrast=contrast.name, sex=first.sex, split=first.split)
@@ -119,7 +138,7 @@ def preprocess_split(
         try:
             vol = load_volume(path, grid, contrast.volume, subject=ids[i], contrast=contrast.name)
             try:
-                return preprocess_volume(vol, contrast, shape)
+                return preprocess_volume(vol, contrast, stored)
             except ValueError as exc:
                 raise InputDataError(
                     str(exc), path=path, subject=ids[i], contrast=contrast.name
@@ -130,14 +149,14 @@ def preprocess_split(
     stats = {}
     start = time.monotonic()
     torch.set_num_threads(1)
-    with atomic_path(cache, suffix=".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=(n, *shape))
+    with CacheWriter(cache, n, stored) as writer:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for i, result in enumerate(pool.map(work, range(n))):
                 if isinstance(result, InputDataError):
                     qclog.handle(result)  # raises under the strict policy
                 else:
-                    arr[i], stats[i] = result
+                    volume, stats[i] = result
+                    stats[i]["cache_bytes"] = writer.write(i, volume)
                 if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
                     rate = (i + 1) / (time.monotonic() - start)
                     log.info(
@@ -154,8 +173,6 @@ def preprocess_split(
                 f"(first: {qclog.rows[0]['problem']})",
                 contrast=contrast.name,
             )
-        arr.flush()
-        del arr
     rows = sorted(stats)
     table = subjects[["subject", "sex", "split", "half", "age"]].reset_index(drop=True)
     table = table.iloc[rows].reset_index(drop=True)
@@ -172,7 +189,10 @@ def preprocess_split(
             "contrast": contrast.as_dict(),
             "source_grid": {"name": grid.name, "shape": grid.shape, "crop": grid.crop},
             "shape": shape,
-            "dtype": np.dtype(CACHE_DTYPE).name,
+            "format": CACHE_FORMAT,
+            "stored_shape": stored,
+            "bytes_per_volume": writer.stored_bytes / max(len(rows), 1),
+            "dense_float16_bytes_per_volume": 2 * int(np.prod(stored)),
             "subjects": len(rows),
             "skipped": len(qclog),
             "agemapper_version": __version__,
@@ -181,10 +201,10 @@ def preprocess_split(
     return table
 
 
-def open_cache(cache) -> tuple[np.ndarray, pd.DataFrame]:
-    """Memory-map a cache and read its manifest; ``manifest.row`` indexes the array."""
+def open_cache(cache) -> tuple[VolumeCache, pd.DataFrame]:
+    """Open a cache and read its manifest; ``manifest.row`` indexes the cache's rows."""
     paths = cache_paths(cache)
-    arr = np.load(paths["cache"], mmap_mode="r", allow_pickle=False)
+    arr = VolumeCache(paths["cache"])
     manifest = pd.read_csv(paths["manifest"], sep="\t", dtype={"subject": str, "half": str})
     manifest["half"] = manifest["half"].fillna("")
     if len(manifest) and (manifest.row.max() >= arr.shape[0] or manifest.row.min() < 0):

@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .batches import BatchSource, augment
 from .io import write_json, write_table
 from .models import build_model, count_parameters, loss_function
-from .preprocess import open_cache
 from .serialization import (
     derive_seed,
     fingerprint,
@@ -57,64 +57,6 @@ class Interrupted(RuntimeError):
     """Training stopped on a signal after saving its checkpoint; rerun to resume."""
 
 
-# ----------------------------------------------------------------------------- data
-
-
-class BatchSource:
-    """Batches of volumes from a cache: held on the device when small enough, else memmapped.
-
-    Sample ``i`` is the i-th manifest entry (cache row ``manifest.row[i]``).
-    """
-
-    def __init__(self, cache, device: torch.device, preload_bytes: float = 4e9):
-        self.array, self.manifest = open_cache(cache)
-        self.rows = self.manifest["row"].to_numpy()
-        self.device = device
-        self.shape = tuple(self.array.shape[1:])
-        self.ages = torch.tensor(self.manifest["age"].to_numpy(), dtype=torch.float32)
-        self.preloaded = None
-        if self.array[0].nbytes * len(self.rows) <= preload_bytes:
-            self.preloaded = torch.from_numpy(np.array(self.array[self.rows])).to(device)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.preloaded is not None:
-            x = self.preloaded[index.to(self.preloaded.device)]
-        else:
-            rows = self.rows[index.numpy()]
-            order = np.argsort(rows)  # memmap reads in file order, then back to drawn order
-            x = torch.from_numpy(np.array(self.array[rows[order]]))
-            x = x[torch.from_numpy(np.argsort(order))]
-            if self.device.type == "cuda":
-                x = x.pin_memory()
-            x = x.to(self.device, non_blocking=True)
-        return x.float().unsqueeze(1), self.ages[index].to(self.device)
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, mirror: bool):
-    """Random integer shifts in [-max_shift, max_shift] per axis and sample (np.roll-like).
-
-    As in the original, slices that wrap around when the z shift is negative are zeroed.
-    """
-    if max_shift <= 0 and not mirror:
-        return x
-    n = x.shape[0]
-    shifts = torch.randint(-max_shift, max_shift + 1, (n, 3), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        dx, dy, dz = (int(s) for s in shifts[i])
-        v = torch.roll(x[i], shifts=(dx, dy, dz), dims=(1, 2, 3))
-        if dz < 0:
-            v[..., dz:] = 0
-        if mirror and bool(flips[i]):
-            v = torch.flip(v, dims=(1,))
-        out[i] = v
-    return out
-
-
 # ----------------------------------------------------------------------------- state
 
 
@@ -126,6 +68,7 @@ class Replicate:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     generator: torch.Generator
+    forward: torch.nn.Module | None = None  # the model, or its torch.compile'd wrapper
     best_loss: float = math.inf
     best_epoch: int = 0
     best_state: dict = field(default_factory=dict)
@@ -142,6 +85,26 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def fast_path(device: torch.device, training: dict, runtime: dict) -> dict:
+    """What the trainer does for speed on ``device``; everything but prefetch is CUDA-only.
+
+    ``training.precision``: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or
+    ``fp32``. Runtime: ``channels_last`` (default on CUDA), ``compile`` (torch.compile, off by
+    default), ``cudnn_benchmark`` (default on), ``prefetch`` (batches read ahead, default 2).
+    """
+    cuda = device.type == "cuda"
+    precision = training.get("precision", "auto")
+    speed = {
+        "bf16": precision == "bf16" or (precision == "auto" and cuda),
+        "channels_last": bool(runtime.get("channels_last", True)) and cuda,
+        "compile": bool(runtime.get("compile", False)),
+        "prefetch": int(runtime.get("prefetch", 2)),
+    }
+    if cuda:
+        torch.backends.cudnn.benchmark = bool(runtime.get("cudnn_benchmark", True))
+    return speed
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
@@ -164,6 +127,7 @@ class Trainer:
         threads: int | None = None,
         preload_bytes: float = 4e9,
         describe: str = "",
+        speed: dict | None = None,
     ):
         self.model_spec = dict(model_spec)
         self.training = dict(training)
@@ -173,8 +137,10 @@ class Trainer:
         self.device = torch.device(resolve_device(device))
         if threads:
             torch.set_num_threads(int(threads))
-        self.train = BatchSource(train_cache, self.device, preload_bytes)
-        self.val = BatchSource(validation_cache, self.device, preload_bytes)
+        self.speed = fast_path(self.device, self.training, speed or {})
+        prefetch = self.speed["prefetch"]
+        self.train = BatchSource(train_cache, self.device, preload_bytes, prefetch)
+        self.val = BatchSource(validation_cache, self.device, preload_bytes, prefetch)
         if self.train.shape != self.val.shape:
             raise ValueError(f"train grid {self.train.shape} != validation {self.val.shape}")
         base = int(self.training.get("seed", 0))
@@ -206,6 +172,8 @@ class Trainer:
         if hasattr(model, "init_output"):
             model.init_output(float(self.train.ages.mean()))
         model.to(self.device)
+        if self.speed["channels_last"]:
+            model.to(memory_format=torch.channels_last_3d)
         opt = torch.optim.Adam(
             model.parameters(),
             lr=float(self.training.get("learning_rate", 5e-3)),
@@ -223,7 +191,8 @@ class Trainer:
             min_lr=float(sch.get("min_lr", 1e-6)),
         )
         gen = torch.Generator().manual_seed(seed + 1)
-        return Replicate(index, seed, model, opt, scheduler, gen)
+        step = torch.compile(model) if self.speed["compile"] else model
+        return Replicate(index, seed, model, opt, scheduler, gen, forward=step)
 
     # -- checkpointing
 
@@ -315,37 +284,45 @@ class Trainer:
 
     # -- loops
 
-    def _train_batch(self, index: torch.Tensor) -> None:
+    def _autocast(self):
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["bf16"])
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.speed["channels_last"]:
+            return x.contiguous(memory_format=torch.channels_last_3d)
+        return x
+
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
         aug = self.training.get("augmentation", {})
-        x, y = self.train.get(index)
         for rep in self.reps:
             if rep.stopped:
                 continue
             xa = augment(x, rep.generator, int(aug.get("max_shift", 2)), bool(aug.get("mirror")))
             rep.model.train()
             rep.optimizer.zero_grad(set_to_none=True)
-            out = rep.model(xa)
-            loss = self.loss_fn(out, y)
+            with self._autocast():
+                out = rep.forward(self._layout(xa))
+                loss = self.loss_fn(out.float(), y)
             loss.backward()
             rep.optimizer.step()
             with torch.no_grad():
-                age = rep.model.to_age(out.detach())
-            n = len(index)
+                age = rep.model.to_age(out.detach().float())
+            n = len(y)
             rep.sum_loss += loss.item() * n
             rep.sum_abs += float((age - y).abs().sum())
             rep.seen += n
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, source: BatchSource) -> tuple[float, float]:
-        model.eval()
+    def evaluate(self, rep: Replicate, source: BatchSource) -> tuple[float, float]:
+        rep.model.eval()
         bs = int(self.training.get("batch_size", 12))
+        indices = (torch.arange(s, min(s + bs, len(source))) for s in range(0, len(source), bs))
         total_loss = total_abs = 0.0
-        for start in range(0, len(source), bs):
-            index = torch.arange(start, min(start + bs, len(source)))
-            x, y = source.get(index)
-            out = model(x)
-            total_loss += float(self.loss_fn(out, y)) * len(index)
-            total_abs += float((model.to_age(out) - y).abs().sum())
+        for x, y in source.batches(indices):
+            with self._autocast():
+                out = rep.forward(self._layout(x)).float()
+            total_loss += float(self.loss_fn(out, y)) * len(y)
+            total_abs += float((rep.model.to_age(out) - y).abs().sum())
         return total_loss / len(source), total_abs / len(source)
 
     def _end_epoch(self, seconds: float) -> None:
@@ -355,7 +332,7 @@ class Trainer:
         for rep in self.reps:
             if rep.stopped:
                 continue
-            val_loss, val_mae = self.evaluate(rep.model, self.val)
+            val_loss, val_mae = self.evaluate(rep, self.val)
             rep.scheduler.step(val_loss)
             improved = val_loss < rep.best_loss
             if improved:
@@ -402,15 +379,17 @@ class Trainer:
         bs = int(self.training.get("batch_size", 12))
         n = len(self.train)
         log.info(
-            "%s: %d training / %d validation subjects, grid %s, %d replicates x %d parameters, "
-            "device %s",
+            "%s: %d training / %d validation subjects, grid %s (stored %s), %d replicates x %d "
+            "parameters, device %s (%s)",
             self.describe,
             n,
             len(self.val),
             self.train.shape,
+            self.train.stored_shape,
             len(self.reps),
             count_parameters(self.reps[0].model),
             self.device,
+            ", ".join(f"{k} {v}" for k, v in self.speed.items()),
         )
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in previous:
@@ -420,12 +399,11 @@ class Trainer:
                 if self.perm is None or self.batch_start == 0:
                     self.perm = torch.randperm(n, generator=self.shuffle)
                 started = time.monotonic()
-                starts = list(range(self.batch_start, n, bs))
-                for start in starts:
-                    index = self.perm[start : start + bs]
-                    if len(index) < 2:  # BatchNorm needs two samples
-                        continue
-                    self._train_batch(index)
+                # BatchNorm needs two samples: a last batch of one is left out
+                starts = [s for s in range(self.batch_start, n, bs) if min(bs, n - s) >= 2]
+                indices = (self.perm[s : s + bs] for s in starts)
+                for start, (x, y) in zip(starts, self.train.batches(indices), strict=True):
+                    self._train_batch(x, y)
                     self.batch_start = start + bs
                     if self._signal is not None:
                         self.epoch_seconds += time.monotonic() - started
@@ -523,6 +501,7 @@ def train_replicates(
         threads=runtime.get("threads"),
         preload_bytes=float(runtime.get("preload_gb", 4)) * 1e9,
         describe="/".join(str(p) for p in seed_parts),
+        speed=runtime,
     )
     trainer.run()
     trainer.write_outputs(weights, metadata, metrics, contract)

@@ -63,8 +63,12 @@ def make_cache(tmp_path, name, n, shape=(32, 32, 32), seed=0, signal=True):
         c = tuple(slice(s // 4, 3 * s // 4) for s in shape)
         for i, age in enumerate(subjects.age):
             arr[(i, *c)] += (age - 62) / 10
-    cache = tmp_path / f"{name}.npy"
-    np.save(cache, arr.astype(np.float16))
+    from agemapper.cache import CacheWriter
+
+    cache = tmp_path / f"{name}.cache"
+    with CacheWriter(cache, n, shape) as writer:
+        for i, volume in enumerate(arr):
+            writer.write(i, volume)
     manifest = subjects.copy()
     manifest.insert(0, "row", np.arange(n))
     write_table(tmp_path / f"{name}.tsv", manifest)
@@ -97,7 +101,7 @@ def preprocessed(tmp_path, t1_contrast):
         t1_contrast,
         tmp_path / "data",
         (40, 48, 40),
-        out / "c.npy",
+        out / "c.cache",
         out / "c.tsv",
         out / "c.json",
         threads=2,

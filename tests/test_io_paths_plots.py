@@ -19,10 +19,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 def test_paths_are_patterns_or_values():
-    assert paths.cache() == "results/cache/{contrast}/{sex}_{split}.npy"
-    assert paths.cache("swi", "male", "test") == "results/cache/swi/male_test.npy"
+    assert paths.cache() == "results/cache/{contrast}/{sex}_{split}.cache"
+    assert paths.cache("swi", "male", "test") == "results/cache/swi/male_test.cache"
     assert paths.weights("swi", "male", 2).endswith("swi/male/replicate-2/model.safetensors")
-    assert paths.manifest("a", "b", "c").replace(".tsv", ".npy") == paths.cache("a", "b", "c")
+    assert paths.manifest("a", "b", "c").replace(".tsv", ".cache") == paths.cache("a", "b", "c")
 
 
 def test_predicted_vs_age_plot(tmp_path):

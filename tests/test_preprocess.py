@@ -51,7 +51,7 @@ def test_area_downsampling_keeps_the_mean():
 
 def test_preprocess_split_writes_cache_manifest_and_contract(preprocessed, t1_contrast):
     out, table, subjects = preprocessed
-    arr, manifest = open_cache(out / "c.npy")
+    arr, manifest = open_cache(out / "c.cache")
     assert arr.shape == (4, 40, 48, 40) and arr.dtype == np.float16
     assert list(manifest.subject) == list(subjects.subject)
     assert np.allclose(manifest.age, subjects.age)
@@ -71,11 +71,11 @@ def test_4d_component_is_selected(tmp_path, rs_contrast):
         rs_contrast,
         tmp_path / "d",
         (40, 48, 40),
-        out / "x.npy",
+        out / "x.cache",
         out / "x.tsv",
         out / "x.json",
     )
-    arr, _ = open_cache(out / "x.npy")
+    arr, _ = open_cache(out / "x.cache")
     assert arr.shape == (2, 40, 48, 40)
 
 
@@ -89,11 +89,11 @@ def test_missing_subject_file_names_subject_and_file(tmp_path, t1_contrast):
             t1_contrast,
             tmp_path / "d",
             (40, 48, 40),
-            out / "x.npy",
+            out / "x.cache",
             out / "x.tsv",
             out / "x.json",
         )
-    assert not (out / "x.npy").exists()  # nothing half-written is left looking complete
+    assert not (out / "x.cache").exists()  # nothing half-written is left looking complete
     assert not list(out.glob("*.tmp*"))
 
 

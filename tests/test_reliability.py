@@ -98,7 +98,7 @@ def _run(tmp_path, subjects, contrast, qc):
         contrast,
         tmp_path / "data",
         (32, 40, 32),
-        out / "c.npy",
+        out / "c.cache",
         out / "c.tsv",
         out / "c.json",
         qc=qc,
@@ -117,7 +117,7 @@ def test_bad_file_strict_names_subject_file_and_problem(tmp_path, t1_contrast, c
         _run(tmp_path, subjects, t1_contrast, "strict")
     text = str(info.value)
     assert f"subject {bad}" in text and str(path) in text and message in text, text
-    assert not (tmp_path / "cache_strict/c.npy").exists()  # nothing that looks complete
+    assert not (tmp_path / "cache_strict/c.cache").exists()  # nothing that looks complete
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -131,7 +131,7 @@ def test_bad_file_skip_leaves_subject_out_and_records_why(tmp_path, t1_contrast,
     qc = pd.read_csv(tmp_path / "cache_skip/qc.tsv", sep="\t", dtype=str)
     assert qc.subject.tolist() == [bad] and message in qc.problem[0]
     assert qc.stage[0] == "preprocess" and qc.contrast[0] == "T1_nonlinear"
-    arr, manifest = open_cache(tmp_path / "cache_skip/c.npy")
+    arr, manifest = open_cache(tmp_path / "cache_skip/c.cache")
     assert manifest.row.tolist() == [0, 2, 3]
     info = json.loads((tmp_path / "cache_skip/c.json").read_text())
     assert info["skipped"] == 1 and info["subjects"] == 3
@@ -262,7 +262,8 @@ model = {"architecture": "agemapper", "channels": [4, 8, 8, 8, 8], "fully_connec
 training = {"epochs": 30, "batch_size": 4, "learning_rate": 0.003, "loss": "mse", "seed": 5,
             "augmentation": {"max_shift": 1}, "early_stopping_patience": 100}
 out = sys.argv[2]
-train_replicates(f"{d}/train.npy", f"{d}/val.npy", model, training, {"contrast": "T1_nonlinear"},
+train_replicates(f"{d}/train.cache", f"{d}/val.cache", model, training,
+                 {"contrast": "T1_nonlinear"},
                  ("T1", "female"), [f"{out}/w{i}.safetensors" for i in (1, 2)],
                  [f"{out}/m{i}.json" for i in (1, 2)], [f"{out}/t{i}.tsv" for i in (1, 2)],
                  f"{out}/checkpoint.safetensors", {"device": "cpu", "threads": 1})

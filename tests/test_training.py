@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
+from agemapper.batches import augment
 from agemapper.serialization import load_tensors
-from agemapper.training import Interrupted, Trainer, augment, load_model, train_replicates
+from agemapper.training import Interrupted, Trainer, load_model, train_replicates
 from conftest import make_cache
 
 MODEL = {"architecture": "agemapper", "channels": [4, 8, 8, 8, 8], "fully_connected": [16, 8]}
@@ -111,8 +112,8 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, caches, cap
     calls = {"n": 0}
     original = first._train_batch
 
-    def stop_in_epoch_two(index):  # SIGTERM arrives during the 6th batch (epoch 2)
-        original(index)
+    def stop_in_epoch_two(x, y):  # SIGTERM arrives during the 6th batch (epoch 2)
+        original(x, y)
         calls["n"] += 1
         if calls["n"] == 6:
             first._on_signal(15, None)

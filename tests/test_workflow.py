@@ -179,7 +179,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "training/tbss_FA_s_male",
     ):
         assert (results / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
-    assert not list((results / "cache").glob("*/*.npy"))  # caches are temporary
+    assert not list((results / "cache").glob("*/*.cache"))  # caches are temporary
     assert not list(results.rglob("*.tmp*"))
     assert "epoch 2/2" in (results / "logs/train_networks/T1_nonlinear_female.log").read_text()
 

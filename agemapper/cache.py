@@ -1,0 +1,188 @@
+"""The preprocessed-volume cache: what training and prediction read, compact and fast.
+
+UK Biobank images are brain-extracted, so most of the AgeMapper box is zero background (about
+60% for T1/T2/SWI, 98% for a TBSS skeleton). A cache stores, per volume, its non-zero mask as
+packed bits (1 bit per voxel) and only the non-zero voxels as float16, in C order. That is exact
+(no quantisation), 4.4 MB instead of 9.8 MB for a 1 mm T1 volume at 160x192x160, and it decodes
+with one bit-unpack and one masked scatter, on the CPU (numpy) or on the GPU (the packed bytes
+are what crosses PCIe).
+
+File layout (``AGEMAPPERCACHE01``), little-endian:
+
+- bytes 0-15: the magic string; bytes 16-23: uint64 offset of the JSON index;
+- one record per written volume, 64-byte aligned: ``ceil(V / 8)`` mask bytes
+  (``numpy.packbits``, most significant bit first), then ``count`` float16 values;
+- the JSON index: ``{"shape": [x, y, z], "dtype": "float16", "records": [[offset, count] | null]}``
+  with one entry per cache row (``null`` for a row never written, e.g. a subject QC skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputDataError
+from .io import atomic_path
+
+MAGIC = b"AGEMAPPERCACHE01"
+HEADER = len(MAGIC) + 8
+ALIGN = 64
+VALUE_DTYPE = np.dtype("<f2")
+
+
+class CacheWriter:
+    """Write volumes into a new cache, atomically (nothing appears until :meth:`close`)."""
+
+    def __init__(self, path, rows: int, shape: Sequence[int]):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.voxels = math.prod(self.shape)
+        self.mask_bytes = (self.voxels + 7) // 8
+        self.records: list = [None] * int(rows)
+        self._atomic = atomic_path(self.path, suffix=".cache")
+        self._tmp = self._atomic.__enter__()
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed in close/abort)
+        self._fh.write(MAGIC + (0).to_bytes(8, "little"))
+        self._pos = HEADER
+        self.stored_bytes = 0
+
+    def write(self, row: int, volume: np.ndarray) -> int:
+        """Store ``volume`` (shape ``self.shape``) as cache row ``row``; return its bytes."""
+        v = np.ascontiguousarray(volume, dtype=VALUE_DTYPE)
+        if v.shape != self.shape:
+            raise ValueError(f"volume of shape {v.shape} for a cache of shape {self.shape}")
+        flat = v.reshape(-1)
+        mask = flat != 0  # NaN is non-zero and kept, so QC downstream still sees it
+        values = flat[mask]
+        pad = -self._pos % ALIGN
+        self._fh.write(b"\0" * pad)
+        self._pos += pad
+        self.records[row] = [self._pos, int(values.size)]
+        self._fh.write(np.packbits(mask).tobytes())
+        self._fh.write(values.tobytes())
+        size = self.mask_bytes + values.nbytes
+        self._pos += size
+        self.stored_bytes += size
+        return size
+
+    def close(self) -> None:
+        index = {"shape": list(self.shape), "dtype": "float16", "records": self.records}
+        self._fh.write(json.dumps(index).encode())
+        self._fh.seek(len(MAGIC))
+        self._fh.write(self._pos.to_bytes(8, "little"))
+        self._fh.close()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._fh.close()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+        return False
+
+
+class VolumeCache:
+    """Read access to a cache: ``cache[rows]`` gives dense float16 volumes ``(k, x, y, z)``."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._buf = np.memmap(self.path, dtype=np.uint8, mode="r")
+            if bytes(self._buf[: len(MAGIC)]) != MAGIC:
+                raise ValueError("not an AgeMapper cache (bad magic)")
+            at = int.from_bytes(bytes(self._buf[len(MAGIC) : HEADER]), "little")
+            index = json.loads(bytes(self._buf[at:]).decode())
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"unreadable cache ({exc})", path=self.path) from exc
+        self.volume_shape = tuple(index["shape"])
+        self.voxels = math.prod(self.volume_shape)
+        self.mask_bytes = (self.voxels + 7) // 8
+        records = index["records"]
+        self.offsets = np.array([r[0] if r else -1 for r in records], dtype=np.int64)
+        self.counts = np.array([r[1] if r else 0 for r in records], dtype=np.int64)
+        self.shape = (len(records), *self.volume_shape)
+        self.dtype = VALUE_DTYPE
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dense_bytes(self) -> int:
+        """Bytes of one volume decoded to float16."""
+        return self.voxels * VALUE_DTYPE.itemsize
+
+    def stored_bytes(self, rows=None) -> np.ndarray:
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        return self.mask_bytes + 2 * self.counts[rows]
+
+    def _check(self, rows: np.ndarray) -> None:
+        missing = rows[self.offsets[rows] < 0]
+        if missing.size:
+            raise InputDataError(f"rows {missing.tolist()} were never written", path=self.path)
+
+    def packed(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks ``(k, ceil(V/8))`` uint8, the rows' values concatenated (float16), counts."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        self._check(rows)
+        counts = self.counts[rows]
+        masks = np.empty((len(rows), self.mask_bytes), dtype=np.uint8)
+        values = np.empty(int(counts.sum()), dtype=VALUE_DTYPE)
+        at = 0
+        for i, (offset, count) in enumerate(zip(self.offsets[rows], counts, strict=True)):
+            masks[i] = self._buf[offset : offset + self.mask_bytes]
+            start = offset + self.mask_bytes
+            values[at : at + count] = self._buf[start : start + 2 * count].view(VALUE_DTYPE)
+            at += count
+        return masks, values, counts
+
+    def __getitem__(self, rows) -> np.ndarray:
+        scalar = np.ndim(rows) == 0
+        masks, values, _ = self.packed(rows)
+        out = decode_numpy(masks, values, self.volume_shape)
+        return out[0] if scalar else out
+
+
+def decode_numpy(masks: np.ndarray, values: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Dense float16 volumes from packed masks and concatenated values (CPU)."""
+    voxels = math.prod(shape)
+    mask = np.unpackbits(masks, axis=1, count=voxels).view(bool)
+    out = np.zeros((len(masks), voxels), dtype=VALUE_DTYPE)
+    out[mask] = values
+    return out.reshape(len(masks), *shape)
+
+
+_BITS = {}
+
+
+def decode_torch(masks: torch.Tensor, values: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Dense volumes ``(k, x, y, z)`` in ``values.dtype`` on ``masks.device`` (e.g. the GPU)."""
+    voxels = math.prod(shape)
+    key = masks.device
+    if key not in _BITS:
+        _BITS[key] = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=key)
+    mask = (masks.unsqueeze(-1) & _BITS[key]).ne(0).reshape(len(masks), -1)[:, :voxels]
+    out = torch.zeros((len(masks), voxels), dtype=values.dtype, device=masks.device)
+    out.masked_scatter_(mask, values)
+    return out.reshape(len(masks), *shape)
+
+
+def to_grid(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Batch ``(k, 1, x, y, z)`` resampled to ``shape``: trilinear, aligned corners (2 mm -> 1 mm
+    as the original network did on the GPU); identity when the shapes already agree."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(x.shape[2:]) == shape:
+        return x
+    return F.interpolate(x, size=shape, mode="trilinear", align_corners=True)
