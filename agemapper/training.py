@@ -29,6 +29,7 @@ import torch
 from . import __version__
 from .batches import BatchSource, augment
 from .io import write_json, write_table
+from .kernels import use_shifted_first_conv
 from .models import build_model, count_parameters, loss_function
 from .serialization import (
     derive_seed,
@@ -92,7 +93,8 @@ def fast_path(device: torch.device, training: dict, runtime: dict) -> dict:
 
     ``training.precision``: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or
     ``fp32``. Runtime: ``channels_last`` (default on CUDA), ``compile`` (torch.compile, off by
-    default), ``cudnn_benchmark`` (default on), ``prefetch`` (batches read ahead, default 2).
+    default), ``cudnn_benchmark`` (default on), ``prefetch`` (batches read ahead, default 2),
+    ``first_conv`` (``cudnn``, or ``shifted``: :mod:`agemapper.kernels`, any device).
     """
     cuda = device.type == "cuda"
     precision = training.get("precision", "auto")
@@ -101,6 +103,7 @@ def fast_path(device: torch.device, training: dict, runtime: dict) -> dict:
         "channels_last": bool(runtime.get("channels_last", True)) and cuda,
         "compile": bool(runtime.get("compile", False)),
         "prefetch": int(runtime.get("prefetch", 2)),
+        "first_conv": runtime.get("first_conv", "cudnn"),
     }
     if cuda:
         torch.backends.cudnn.benchmark = bool(runtime.get("cudnn_benchmark", True))
@@ -172,6 +175,8 @@ class Trainer:
         if hasattr(model, "init_output"):
             model.init_output(float(self.train.ages.mean()))
         model.to(self.device)
+        if self.speed["first_conv"] == "shifted":
+            use_shifted_first_conv(model)
         if self.speed["channels_last"]:
             model.to(memory_format=torch.channels_last_3d)
         opt = torch.optim.Adam(

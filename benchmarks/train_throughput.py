@@ -195,6 +195,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers of path (a)")
     ap.add_argument("--compile", action="store_true", help="torch.compile in (b) and (c)")
+    ap.add_argument(
+        "--first-conv", default="cudnn", choices=["cudnn", "shifted"], help="in (b) and (c)"
+    )
     ap.add_argument("--study-networks", type=int, default=342)
     ap.add_argument("--study-epochs", type=int, default=100)
     ap.add_argument("--study-samples", type=int, default=9000, help="training samples/network")
@@ -242,7 +245,7 @@ def run(args, spec, device, subjects, root, tmp) -> dict:
     read = len(vc) / (time.perf_counter() - t0)
     nifti_mb = np.mean([p.stat().st_size for p in root.rglob("*.nii.gz")]) / 1e6
     common = dict(steps=args.steps, warmup=args.warmup, batch=args.batch)
-    runtime = {"compile": args.compile}
+    runtime = {"compile": args.compile, "first_conv": args.first_conv}
     a = original_path(subjects, root, spec, device, workers=args.workers, **common)
     b = our_path(cache, spec, device, replicates=1, tmp=tmp, runtime=runtime, **common)
     c = our_path(cache, spec, device, replicates=3, tmp=tmp, runtime=runtime, **common)

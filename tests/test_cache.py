@@ -146,6 +146,7 @@ def test_fast_path_is_cuda_only_unless_asked():
         "channels_last": False,
         "compile": False,
         "prefetch": 2,
+        "first_conv": "cudnn",
     }
     assert fast_path(cpu, {"precision": "bf16"}, {})["bf16"]
     cuda = fast_path(torch.device("cuda"), {}, {"cudnn_benchmark": False})
