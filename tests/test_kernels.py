@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -57,3 +58,31 @@ def test_agemapper_keeps_its_weights_and_outputs():
     # only a plain 1-channel 3x3x3 convolution without bias is replaced
     assert not kernels.use_shifted_first_conv(nn.Sequential(nn.Conv3d(2, 4, 3, padding=1)))
     assert not kernels.use_shifted_first_conv(nn.Sequential(nn.Conv3d(1, 4, 3, padding=1)))
+
+
+def test_trainer_with_the_shifted_first_conv_trains_the_same_network(tmp_path):
+    from agemapper.training import Trainer
+    from conftest import make_cache
+
+    train, _ = make_cache(tmp_path, "train", 12, shape=(32, 32, 32), seed=1)
+    val, _ = make_cache(tmp_path, "val", 6, shape=(32, 32, 32), seed=2)
+    model = {"architecture": "agemapper", "channels": [4, 4, 4, 4, 4], "fully_connected": [8, 4]}
+    training = {"epochs": 2, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}
+    histories = {}
+    for first_conv in ("cudnn", "shifted"):
+        t = Trainer(
+            train,
+            val,
+            model,
+            training,
+            [1],
+            ("x",),
+            tmp_path / f"{first_conv}.safetensors",
+            device="cpu",
+            speed={"first_conv": first_conv},
+        )
+        first = next(m for m in t.reps[0].model.modules() if isinstance(m, nn.Conv3d))
+        assert (type(first) is kernels.ShiftedConv3d) == (first_conv == "shifted")
+        t.run()
+        histories[first_conv] = [h["val_mae"] for h in t.reps[0].history]
+    np.testing.assert_allclose(histories["shifted"], histories["cudnn"], rtol=1e-3)
