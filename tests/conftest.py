@@ -91,19 +91,45 @@ def write_subject_files(root, contrast, subjects, grid, volume_dims=(), seed=0):
         write_volume(contrast.path_for(root, s), vol, GRIDS[grid], np.float32)
 
 
+def preprocess_files(tmp_path, contrast, subjects, shape, grid="1mm", volume_dims=(), threads=1):
+    """Write the subjects' files for ``contrast`` and preprocess them into ``tmp_path/cache``:
+    ``c.cache``, ``c.tsv`` and ``c.json``; return that folder and the manifest."""
+    write_subject_files(tmp_path / "data", contrast, subjects, grid, volume_dims)
+    out = tmp_path / "cache"
+    files = [out / f"c.{ext}" for ext in ("cache", "tsv", "json")]
+    table = preprocess_split(subjects, contrast, tmp_path / "data", shape, *files, threads=threads)
+    return out, table
+
+
 @pytest.fixture
 def preprocessed(tmp_path, t1_contrast):
     subjects = make_subjects(4)
-    write_subject_files(tmp_path / "data", t1_contrast, subjects, "1mm")
-    out = tmp_path / "cache"
-    table = preprocess_split(
-        subjects,
-        t1_contrast,
-        tmp_path / "data",
-        (40, 48, 40),
-        out / "c.cache",
-        out / "c.tsv",
-        out / "c.json",
-        threads=2,
-    )
+    out, table = preprocess_files(tmp_path, t1_contrast, subjects, (40, 48, 40), threads=2)
     return out, table, subjects
+
+
+TINY_MODEL = {"architecture": "agemapper", "channels": [4, 4, 4, 4, 4], "fully_connected": [8, 4]}
+TINY_TRAINING = {"epochs": 2, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}
+
+
+def train_tiny(tmp_path, tag: str, training=None, speed=None):
+    """One network, 2 epochs on a 32^3 age-coded cache (made once per tmp_path); the Trainer."""
+    from agemapper.training import Trainer
+
+    train, val = tmp_path / "train.cache", tmp_path / "val.cache"
+    if not train.exists():
+        make_cache(tmp_path, "train", 12, shape=(32, 32, 32), seed=1)
+        make_cache(tmp_path, "val", 6, shape=(32, 32, 32), seed=2)
+    trainer = Trainer(
+        train,
+        val,
+        TINY_MODEL,
+        {**TINY_TRAINING, **(training or {})},
+        [1],
+        ("tiny",),
+        tmp_path / f"{tag}.safetensors",
+        device="cpu",
+        speed=speed,
+    )
+    trainer.run()
+    return trainer

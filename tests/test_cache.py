@@ -9,9 +9,9 @@ import torch
 from agemapper.batches import BatchSource, augment
 from agemapper.cache import CacheWriter, VolumeCache, decode_numpy, decode_torch
 from agemapper.errors import InputDataError
-from agemapper.preprocess import preprocess_split, preprocess_volume
-from agemapper.training import Trainer, fast_path
-from conftest import make_cache, make_subjects, write_subject_files
+from agemapper.preprocess import preprocess_volume
+from agemapper.training import fast_path
+from conftest import make_cache, make_subjects, preprocess_files, train_tiny
 
 
 def _volumes(n=5, shape=(7, 9, 11), seed=0):
@@ -58,17 +58,8 @@ def test_cache_is_atomic_and_bad_files_are_named(tmp_path):
 
 def test_brain_volume_at_full_size_fits_in_5_mb(tmp_path, t1_contrast):
     """A brain-extracted 1 mm volume: the mask bit plus float16 inside the brain."""
-    subjects = make_subjects(1)
-    write_subject_files(tmp_path / "d", t1_contrast, subjects, "1mm")
-    out = tmp_path / "c"
-    table = preprocess_split(
-        subjects,
-        t1_contrast,
-        tmp_path / "d",
-        (160, 192, 160),
-        *(out / f"x.{e}" for e in "cache tsv json".split()),
-    )
-    info = json.loads((out / "x.json").read_text())
+    out, table = preprocess_files(tmp_path, t1_contrast, make_subjects(1), (160, 192, 160))
+    info = json.loads((out / "c.json").read_text())
     assert info["stored_shape"] == [160, 192, 160] and info["format"] == "agemapper-cache/1"
     assert info["dense_float16_bytes_per_volume"] == 2 * 160 * 192 * 160
     assert table.cache_bytes[0] == info["bytes_per_volume"] < 5e6
@@ -76,10 +67,8 @@ def test_brain_volume_at_full_size_fits_in_5_mb(tmp_path, t1_contrast):
 
 def test_2mm_is_stored_at_2mm_and_upsampled_when_read(tmp_path, rs_contrast):
     subjects = make_subjects(2)
-    write_subject_files(tmp_path / "d", rs_contrast, subjects, "2mm", volume_dims=(4,))
-    out = tmp_path / "c"
-    files = [out / f"x.{e}" for e in ("cache", "tsv", "json")]
-    preprocess_split(subjects, rs_contrast, tmp_path / "d", (160, 192, 160), *files)
+    out, _ = preprocess_files(tmp_path, rs_contrast, subjects, (160, 192, 160), "2mm", (4,))
+    files = [out / f"c.{e}" for e in ("cache", "tsv", "json")]
     info = json.loads(files[2].read_text())
     assert info["stored_shape"] == [80, 96, 80] and info["shape"] == [160, 192, 160]
     source = BatchSource(files[0], torch.device("cpu"), preload_bytes=0)
@@ -89,7 +78,7 @@ def test_2mm_is_stored_at_2mm_and_upsampled_when_read(tmp_path, rs_contrast):
     from agemapper.grids import get_grid
     from agemapper.nifti import load_volume
 
-    path = rs_contrast.path_for(tmp_path / "d", subjects.subject[1])
+    path = rs_contrast.path_for(tmp_path / "data", subjects.subject[1])
     vol = load_volume(path, get_grid("2mm"), rs_contrast.volume)
     direct, _ = preprocess_volume(vol, rs_contrast, (160, 192, 160))
     np.testing.assert_allclose(x[0, 0].numpy(), direct, atol=2e-3 * np.abs(direct).max())
@@ -155,23 +144,9 @@ def test_fast_path_is_cuda_only_unless_asked():
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):
-    train, _ = make_cache(tmp_path, "train", 12, shape=(32, 32, 32), seed=1)
-    val, _ = make_cache(tmp_path, "val", 6, shape=(32, 32, 32), seed=2)
-    model = {"architecture": "agemapper", "channels": [4, 4, 4, 4, 4], "fully_connected": [8, 4]}
-    training = {"epochs": 2, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}
-    runs = {}
-    for precision in ("fp32", "bf16"):
-        t = Trainer(
-            train,
-            val,
-            model,
-            {**training, "precision": precision},
-            [1],
-            ("x",),
-            tmp_path / f"{precision}.safetensors",
-            device="cpu",
-        )
-        t.run()
-        runs[precision] = t.reps[0].history[-1]["val_mae"]
+    runs = {
+        p: train_tiny(tmp_path, p, training={"precision": p}).reps[0].history[-1]["val_mae"]
+        for p in ("fp32", "bf16")
+    }
     assert np.isfinite(runs["bf16"]) and runs["bf16"] != runs["fp32"]
     assert runs["bf16"] == pytest.approx(runs["fp32"], rel=0.25)

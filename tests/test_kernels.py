@@ -9,6 +9,7 @@ from torch import nn
 
 from agemapper import kernels
 from agemapper.models import build_model
+from conftest import train_tiny
 
 
 @pytest.mark.parametrize("budget", [1 << 28, 2000], ids=["one-slab", "many-slabs"])
@@ -61,29 +62,11 @@ def test_agemapper_keeps_its_weights_and_outputs():
 
 
 def test_trainer_with_the_shifted_first_conv_trains_the_same_network(tmp_path):
-    from agemapper.training import Trainer
-    from conftest import make_cache
-
-    train, _ = make_cache(tmp_path, "train", 12, shape=(32, 32, 32), seed=1)
-    val, _ = make_cache(tmp_path, "val", 6, shape=(32, 32, 32), seed=2)
-    model = {"architecture": "agemapper", "channels": [4, 4, 4, 4, 4], "fully_connected": [8, 4]}
-    training = {"epochs": 2, "batch_size": 4, "learning_rate": 0.01, "loss": "mse"}
     histories = {}
     for first_conv in ("cudnn", "shifted"):
-        t = Trainer(
-            train,
-            val,
-            model,
-            training,
-            [1],
-            ("x",),
-            tmp_path / f"{first_conv}.safetensors",
-            device="cpu",
-            speed={"first_conv": first_conv},
-        )
+        t = train_tiny(tmp_path, first_conv, speed={"first_conv": first_conv})
         first = next(m for m in t.reps[0].model.modules() if isinstance(m, nn.Conv3d))
         assert (type(first) is kernels.ShiftedConv3d) == (first_conv == "shifted")
-        t.run()
         histories[first_conv] = [h["val_mae"] for h in t.reps[0].history]
     np.testing.assert_allclose(histories["shifted"], histories["cudnn"], rtol=1e-3)
 
