@@ -164,16 +164,11 @@ def decode_numpy(masks: np.ndarray, values: np.ndarray, shape: Sequence[int]) ->
     return out.reshape(len(masks), *shape)
 
 
-_BITS = {}
-
-
 def decode_torch(masks: torch.Tensor, values: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Dense volumes ``(k, x, y, z)`` in ``values.dtype`` on ``masks.device`` (e.g. the GPU)."""
     voxels = math.prod(shape)
-    key = masks.device
-    if key not in _BITS:
-        _BITS[key] = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=key)
-    mask = (masks.unsqueeze(-1) & _BITS[key]).ne(0).reshape(len(masks), -1)[:, :voxels]
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=masks.device)  # MSB first
+    mask = ((masks.unsqueeze(-1) >> shifts) & 1).bool().reshape(len(masks), -1)[:, :voxels]
     out = torch.zeros((len(masks), voxels), dtype=values.dtype, device=masks.device)
     out.masked_scatter_(mask, values)
     return out.reshape(len(masks), *shape)

@@ -10,7 +10,6 @@ import torch
 
 from .batches import BatchSource
 from .errors import ConfigError
-from .preprocess import open_cache
 from .training import load_model
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,8 @@ def _norm(v):
 
 
 @torch.no_grad()
-def predict_cache(models, cache, batch_size: int = 12, device: str = "cpu") -> np.ndarray:
-    """Predicted ages, one column per model, for every subject in a cache's manifest."""
-    source = BatchSource(cache, torch.device(device), preload_bytes=0)
+def predict_cache(models, source: BatchSource, batch_size: int = 12) -> np.ndarray:
+    """Predicted ages, one column per model, for every subject in the source's manifest."""
     n = len(source)
     out = np.zeros((n, len(models)), dtype=np.float64)
     starts = range(0, n, batch_size)
@@ -66,9 +64,9 @@ def predict(weights: list, caches: list, infos: list, device: str = "cpu") -> pd
             info = json.load(fh)
         for w, (_, meta) in zip(weights, loaded, strict=True):
             check_contract(meta, info, w)
-        _, manifest = open_cache(cache)
-        preds = predict_cache(models, cache, device=device)
-        table = manifest[["subject", "sex", "split", "half", "age"]].copy()
+        source = BatchSource(cache, torch.device(device), preload_bytes=0)
+        preds = predict_cache(models, source)
+        table = source.manifest[["subject", "sex", "split", "half", "age"]].copy()
         for j in range(preds.shape[1]):
             table[f"replicate_{j + 1}"] = preds[:, j]
         table["predicted"] = preds.mean(axis=1)

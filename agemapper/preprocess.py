@@ -148,31 +148,35 @@ def preprocess_split(
 
     stats = {}
     start = time.monotonic()
-    torch.set_num_threads(1)
-    with CacheWriter(cache, n, stored) as writer:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for i, result in enumerate(pool.map(work, range(n))):
-                if isinstance(result, InputDataError):
-                    qclog.handle(result)  # raises under the strict policy
-                else:
-                    volume, stats[i] = result
-                    stats[i]["cache_bytes"] = writer.write(i, volume)
-                if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
-                    rate = (i + 1) / (time.monotonic() - start)
-                    log.info(
-                        "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-                        contrast.name,
-                        i + 1,
-                        n,
-                        rate,
-                        (n - i - 1) / rate,
-                    )
-        if not stats:
-            raise InputDataError(
-                f"every one of the {n} {first.sex} {first.split} subjects failed QC "
-                f"(first: {qclog.rows[0]['problem']})",
-                contrast=contrast.name,
-            )
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
+    try:
+        with CacheWriter(cache, n, stored) as writer:
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                for i, result in enumerate(pool.map(work, range(n))):
+                    if isinstance(result, InputDataError):
+                        qclog.handle(result)  # raises under the strict policy
+                    else:
+                        volume, stats[i] = result
+                        stats[i]["cache_bytes"] = writer.write(i, volume)
+                    if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
+                        rate = (i + 1) / (time.monotonic() - start)
+                        log.info(
+                            "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
+                            contrast.name,
+                            i + 1,
+                            n,
+                            rate,
+                            (n - i - 1) / rate,
+                        )
+            if not stats:
+                raise InputDataError(
+                    f"every one of the {n} {first.sex} {first.split} subjects failed QC "
+                    f"(first: {qclog.rows[0]['problem']})",
+                    contrast=contrast.name,
+                )
+    finally:
+        torch.set_num_threads(torch_threads)
     rows = sorted(stats)
     table = subjects[["subject", "sex", "split", "half", "age"]].reset_index(drop=True)
     table = table.iloc[rows].reset_index(drop=True)

@@ -59,7 +59,6 @@ def main(argv=None):
                     cache.with_suffix(".json"), threads=threads,
                 )  # fmt: skip
                 caches[split] = cache
-            torch.set_num_threads(threads)
             for seed in args.seeds:
                 for label, (precision, first_conv) in PATHS.items():
                     start = time.monotonic()

@@ -236,7 +236,6 @@ def run(args, spec, device, subjects, root, tmp) -> dict:
         threads=threads,
     )
     prep = len(subjects) / (time.perf_counter() - t0)
-    torch.set_num_threads(threads)  # preprocessing pins torch to one thread per worker
     vc = VolumeCache(cache)
     batches = [np.arange(s, min(s + 12, len(vc))) for s in range(0, len(vc), 12)]
     packed_rate = _rate(lambda: [vc.packed(b) for b in batches], len(vc))  # host side, GPU path
