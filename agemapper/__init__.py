@@ -2,6 +2,16 @@
 
 The Snakemake workflow under ``workflow/`` is a thin layer over this package: every
 stage is a function of files to files implemented here and unit-tested on its own.
+The subpackages follow the pipeline, each layer importing only those below it:
+
+- :mod:`agemapper.images`: subject folders -> a preprocessed cache;
+- :mod:`agemapper.networks`: a cache -> brain ages (training, prediction, weight formats);
+- :mod:`agemapper.stats`: brain ages -> ensembles, deltas, associations with nIDPs;
+- :mod:`agemapper.report`: figures and the evaluation of the demo against its truth;
+
+beside shared helpers (:mod:`~agemapper.errors`, :mod:`~agemapper.io`, :mod:`~agemapper.paths`,
+:mod:`~agemapper.qc`, :mod:`~agemapper.runner`, :mod:`~agemapper.seeds`) and the demo's
+synthetic cohort, :mod:`agemapper.synth`, which the pipeline never imports.
 """
 
 __version__ = "0.1.0"

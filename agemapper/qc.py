@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from .errors import ConfigError, InputDataError
+from agemapper.errors import ConfigError, InputDataError
 
 POLICIES = ("strict", "skip")
 COLUMNS = ["stage", "contrast", "sex", "split", "subject", "file", "problem"]

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import statsmodels.api as sm  # noqa: E402
 
-from agemapper import associations as A  # noqa: E402
+from agemapper.stats import associations as A  # noqa: E402
 
 CONFOUNDS = [
     "site",

@@ -24,9 +24,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agemapper.contrasts import read_contrasts  # noqa: E402
-from agemapper.preprocess import preprocess_split  # noqa: E402
-from agemapper.training import Trainer, resolve_device  # noqa: E402
+from agemapper.images.contrasts import read_contrasts  # noqa: E402
+from agemapper.images.preprocess import preprocess_split  # noqa: E402
+from agemapper.networks.training import Trainer, resolve_device  # noqa: E402
 
 PATHS = {"fp32": ("fp32", "cudnn"), "bf16": ("bf16", "cudnn"), "bf16+shifted": ("bf16", "shifted")}
 

@@ -6,7 +6,7 @@ Biobank ships ``T1_brain_to_MNI.nii.gz``), then measures on one device:
 (a) original: per-sample gzip NIfTI load + crop / mean-normalise / scale / random roll on the
     CPU in a DataLoader (8 workers), fp32, default cuDNN settings, batch 12 (a reimplementation
     of the released code path);
-(b) ours, one network: the preprocessing cache (agemapper.cache) streamed with prefetch,
+(b) ours, one network: the preprocessing cache (agemapper.images.cache) streamed with prefetch,
     decoded and augmented on the device, the Trainer's own step (bf16 autocast,
     channels_last_3d and cudnn.benchmark on CUDA);
 (c) ours, 3 replicates packed on one data stream (network-samples/s);
@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agemapper.cache import VolumeCache, decode_numpy  # noqa: E402
-from agemapper.contrasts import read_contrasts  # noqa: E402
-from agemapper.grids import GRIDS  # noqa: E402
-from agemapper.models import build_model  # noqa: E402
-from agemapper.preprocess import preprocess_split, resample  # noqa: E402
-from agemapper.training import Trainer, resolve_device  # noqa: E402
+from agemapper.images.cache import VolumeCache, decode_numpy  # noqa: E402
+from agemapper.images.contrasts import read_contrasts  # noqa: E402
+from agemapper.images.grids import GRIDS  # noqa: E402
+from agemapper.images.preprocess import preprocess_split, resample  # noqa: E402
+from agemapper.networks.models import build_model  # noqa: E402
+from agemapper.networks.training import Trainer, resolve_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = {"channels": [32, 64, 64, 64, 64], "fully_connected": [96, 32], "shape": (160, 192, 160)}

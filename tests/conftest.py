@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agemapper.contrasts import Contrast
-from agemapper.grids import GRIDS
-from agemapper.nifti import write_volume
-from agemapper.preprocess import preprocess_split
+from agemapper.images.contrasts import Contrast
+from agemapper.images.grids import GRIDS
+from agemapper.images.nifti import write_volume
+from agemapper.images.preprocess import preprocess_split
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def make_cache(tmp_path, name, n, shape=(32, 32, 32), seed=0, signal=True):
         c = tuple(slice(s // 4, 3 * s // 4) for s in shape)
         for i, age in enumerate(subjects.age):
             arr[(i, *c)] += (age - 62) / 10
-    from agemapper.cache import CacheWriter
+    from agemapper.images.cache import CacheWriter
 
     cache = tmp_path / f"{name}.cache"
     with CacheWriter(cache, n, shape) as writer:
@@ -114,7 +114,7 @@ TINY_TRAINING = {"epochs": 2, "batch_size": 4, "learning_rate": 0.01, "loss": "m
 
 def train_tiny(tmp_path, tag: str, training=None, speed=None):
     """One network, 2 epochs on a 32^3 age-coded cache (made once per tmp_path); the Trainer."""
-    from agemapper.training import Trainer
+    from agemapper.networks.training import Trainer
 
     train, val = tmp_path / "train.cache", tmp_path / "val.cache"
     if not train.exists():

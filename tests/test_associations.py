@@ -4,8 +4,8 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.multitest import multipletests
 
-from agemapper import associations as A
-from agemapper.nidps import labels, prepare
+from agemapper.stats import associations as A
+from agemapper.stats.nidps import labels, prepare
 
 
 def _data(n=400, seed=0):

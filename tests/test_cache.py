@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from agemapper.batches import BatchSource, augment
-from agemapper.cache import CacheWriter, VolumeCache, decode_numpy, decode_torch
 from agemapper.errors import InputDataError
-from agemapper.preprocess import preprocess_volume
-from agemapper.training import fast_path
+from agemapper.images.cache import CacheWriter, VolumeCache, decode_numpy, decode_torch
+from agemapper.images.preprocess import preprocess_volume
+from agemapper.networks.batches import BatchSource, augment
+from agemapper.networks.training import fast_path
 from conftest import make_cache, make_subjects, preprocess_files, train_tiny
 
 
@@ -75,8 +75,8 @@ def test_2mm_is_stored_at_2mm_and_upsampled_when_read(tmp_path, rs_contrast):
     x, age = source.get(torch.tensor([1, 0]))
     assert x.shape == (2, 1, 160, 192, 160) and x.dtype == torch.float32
     # the same numbers as upsampling at preprocessing time (float16 storage apart)
-    from agemapper.grids import get_grid
-    from agemapper.nifti import load_volume
+    from agemapper.images.grids import get_grid
+    from agemapper.images.nifti import load_volume
 
     path = rs_contrast.path_for(tmp_path / "data", subjects.subject[1])
     vol = load_volume(path, get_grid("2mm"), rs_contrast.volume)

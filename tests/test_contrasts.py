@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from agemapper import contrasts
 from agemapper.errors import ConfigError
+from agemapper.images import contrasts
 from conftest import REPO
 
 

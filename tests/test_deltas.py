@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agemapper.deltas import correct_deltas, fit_bias_correction
+from agemapper.stats.deltas import correct_deltas, fit_bias_correction
 
 
 def _cohort(n, seed, dilution=0.6):

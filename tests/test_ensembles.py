@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agemapper import ensembles as E
+from agemapper.stats import ensembles as E
 
 
 def _predictions(n=400, seed=0, contrasts=("a", "b", "c", "d")):

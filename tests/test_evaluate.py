@@ -1,6 +1,6 @@
 import pandas as pd
 
-from agemapper import evaluate
+from agemapper.report import evaluate
 
 
 def test_planted_pairs_follow_the_drivers():

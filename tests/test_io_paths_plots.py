@@ -3,7 +3,7 @@ import pytest
 
 from agemapper import paths
 from agemapper.io import atomic_path, read_table, write_json, write_table
-from agemapper.plots import predicted_vs_age
+from agemapper.report.plots import predicted_vs_age
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -39,7 +39,7 @@ def test_predicted_vs_age_plot(tmp_path):
 def test_report_figures(tmp_path):
     import numpy as np
 
-    from agemapper import plots
+    from agemapper.report import plots
 
     rng = np.random.default_rng(0)
     deltas = pd.DataFrame(

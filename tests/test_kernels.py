@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from agemapper import kernels
-from agemapper.models import build_model
+from agemapper.networks import kernels
+from agemapper.networks.models import build_model
 from conftest import train_tiny
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from agemapper.errors import InputDataError
-from agemapper.legacy import convert, load_original, main
-from agemapper.training import load_model
+from agemapper.networks.legacy import convert, load_original, main
+from agemapper.networks.training import load_model
 
 
 def _original_state_dict(prefix=""):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from agemapper.models import SFCN, AgeMapper, build_model, count_parameters, loss_function
+from agemapper.networks.models import SFCN, AgeMapper, build_model, count_parameters, loss_function
 
 
 def test_full_size_agemapper_matches_the_paper():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from agemapper.errors import InputDataError
-from agemapper.nidps import prepare, read_subject_table
+from agemapper.stats.nidps import prepare, read_subject_table
 
 
 def test_a_file_that_is_not_a_table_is_an_error_naming_it(tmp_path):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from agemapper.errors import InputDataError
-from agemapper.grids import GRIDS
-from agemapper.nifti import load_volume, write_volume
+from agemapper.images.grids import GRIDS
+from agemapper.images.nifti import load_volume, write_volume
 from conftest import brain_volume
 
 G1, G2 = GRIDS["1mm"], GRIDS["2mm"]

@@ -1,8 +1,8 @@
 import pytest
 
 from agemapper.errors import ConfigError
-from agemapper.predict import check_contract, predict
-from agemapper.training import train_replicates
+from agemapper.networks.predict import check_contract, predict
+from agemapper.networks.training import train_replicates
 from conftest import make_cache
 
 MODEL = {"architecture": "agemapper", "channels": [2, 4, 4, 4, 4], "fully_connected": [8]}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from agemapper.errors import InputDataError
-from agemapper.grids import GRIDS
-from agemapper.preprocess import (
+from agemapper.images.grids import GRIDS
+from agemapper.images.preprocess import (
     estimate_scale_factors,
     open_cache,
     preprocess_split,

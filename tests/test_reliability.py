@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from agemapper.errors import InputDataError
-from agemapper.grids import GRIDS
-from agemapper.nidps import read_subject_table
-from agemapper.nifti import write_volume
-from agemapper.preprocess import open_cache, preprocess_split
-from agemapper.serialization import load_tensors
-from agemapper.subjects import check
+from agemapper.images.grids import GRIDS
+from agemapper.images.nifti import write_volume
+from agemapper.images.preprocess import open_cache, preprocess_split
+from agemapper.images.subjects import check
+from agemapper.networks.serialization import load_tensors
+from agemapper.stats.nidps import read_subject_table
 from conftest import REPO, brain_volume, make_cache, make_subjects, write_subject_files
 
 # ----------------------------------------------------------------------------- bad image files
@@ -254,7 +254,7 @@ def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
 
 TRAIN = """
 import logging, sys, torch
-from agemapper.training import train_replicates
+from agemapper.networks.training import train_replicates
 logging.basicConfig(level=logging.INFO)
 torch.set_num_threads(1)
 d = sys.argv[1]
@@ -325,8 +325,8 @@ def test_killed_training_resumes_to_identical_weights(reference, sig):
 
 
 def test_test_subjects_absent_from_nidp_or_confound_tables():
-    from agemapper.associations import check_coverage
     from agemapper.qc import QCLog
+    from agemapper.stats.associations import check_coverage
 
     tested = ["1", "2", "3", "4", "5"]
     nidps = pd.DataFrame({"4080-2.0": [1.0, 2, 3, 4]}, index=["1", "2", "4", "5"])

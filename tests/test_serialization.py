@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from agemapper.errors import InputDataError
-from agemapper.serialization import (
-    derive_seed,
+from agemapper.networks.serialization import (
     flatten_state,
     load_tensors,
     load_torch_weights,
     save_tensors,
     unflatten_state,
 )
+from agemapper.seeds import derive_seed
 
 
 def test_safetensors_round_trip_with_metadata(tmp_path):

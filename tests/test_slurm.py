@@ -286,7 +286,7 @@ def _epochs_lasting(seconds: float, model: dict, training: dict, grid, n_train, 
     """Epochs that keep this machine's CPU busy for about ``seconds`` (timed in-process)."""
     import tempfile
 
-    from agemapper.training import Trainer
+    from agemapper.networks.training import Trainer
     from conftest import make_cache
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agemapper import subjects
 from agemapper.errors import InputDataError
+from agemapper.images import subjects
 from conftest import REPO
 
 

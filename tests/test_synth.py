@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agemapper.contrasts import read_contrasts, select
-from agemapper.grids import GRIDS
-from agemapper.nifti import load_volume
-from agemapper.preprocess import preprocess_volume
-from agemapper.subjects import read_subjects
+from agemapper.images.contrasts import read_contrasts, select
+from agemapper.images.grids import GRIDS
+from agemapper.images.nifti import load_volume
+from agemapper.images.preprocess import preprocess_volume
+from agemapper.images.subjects import read_subjects
 from agemapper.synth import anatomy as A
 from agemapper.synth import cohort
 from conftest import REPO

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from agemapper.batches import augment
-from agemapper.serialization import load_tensors
-from agemapper.training import Interrupted, Trainer, load_model, train_replicates
+from agemapper.networks.batches import augment
+from agemapper.networks.serialization import load_tensors
+from agemapper.networks.training import Interrupted, Trainer, load_model, train_replicates
 from conftest import make_cache
 
 MODEL = {"architecture": "agemapper", "channels": [4, 8, 8, 8, 8], "fully_connected": [16, 8]}
@@ -126,7 +126,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, caches, cap
 
     monkeypatch.setenv("SLURM_JOB_ID", "4243")
     resumed = _trainer(caches, ckpt)
-    with caplog.at_level("INFO", logger="agemapper.training"):
+    with caplog.at_level("INFO", logger="agemapper.networks.training"):
         resumed.run()
     assert "at epoch 2, batch" in caplog.text
     assert "(saved on signal 15 in SLURM job 4242 on " in caplog.text

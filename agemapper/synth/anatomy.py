@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..grids import GRIDS
+from agemapper.images.grids import GRIDS
 
 
 @dataclass

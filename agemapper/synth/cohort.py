@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..contrasts import Contrast
-from ..grids import get_grid
-from ..io import write_json, write_table
-from ..nifti import write_volume
-from ..serialization import derive_seed
-from .anatomy import anatomy
+from agemapper.images.contrasts import Contrast
+from agemapper.images.grids import get_grid
+from agemapper.images.nifti import write_volume
+from agemapper.io import write_json, write_table
+from agemapper.seeds import derive_seed
+from agemapper.synth.anatomy import anatomy
 
 log = logging.getLogger(__name__)
 

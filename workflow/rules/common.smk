@@ -9,7 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 try:
     from agemapper import paths
-    from agemapper.contrasts import read_contrasts, select
+    from agemapper.images.contrasts import read_contrasts, select
     from agemapper.errors import AgeMapperError
 except ImportError as exc:
     raise WorkflowError(

@@ -1,8 +1,8 @@
 """Adapter: associations of corrected deltas with nIDPs (all tests, and the significant ones)."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.associations import run_associations
 from agemapper.runner import log_to
+from agemapper.stats.associations import run_associations
 
 log = log_to(snakemake.log[0])
 run_associations(

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.contrasts import read_contrasts
+from agemapper.images.contrasts import read_contrasts
+from agemapper.images.preprocess import estimate_scale_factors
 from agemapper.io import write_table
-from agemapper.preprocess import estimate_scale_factors
 from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])

@@ -1,9 +1,9 @@
 """Adapter: validate the subject table once; later stages read the checked copy."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
+from agemapper.images.subjects import check, read_excluded
 from agemapper.io import write_table
 from agemapper.runner import log_to
-from agemapper.subjects import check, read_excluded
 
 log = log_to(snakemake.log[0])
 i = snakemake.input

@@ -1,9 +1,9 @@
 """Adapter: fit (or, in apply mode, reuse) ensembles of contrasts and predict with them."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper import ensembles
 from agemapper.io import read_table, write_table
 from agemapper.runner import log_to
+from agemapper.stats import ensembles
 
 log = log_to(snakemake.log[0])
 cfg = snakemake.params.ensembles

@@ -1,10 +1,10 @@
 """Adapter: bias-corrected brain-age deltas and per-contrast metrics."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.deltas import correct_deltas, read_corrections
-from agemapper.ensembles import read_predictions
 from agemapper.io import read_table, write_table
 from agemapper.runner import log_to
+from agemapper.stats.deltas import correct_deltas, read_corrections
+from agemapper.stats.ensembles import read_predictions
 
 log = log_to(snakemake.log[0])
 i, cfg = snakemake.input, snakemake.params.deltas

@@ -1,8 +1,8 @@
 """Adapter: compare the run with the synthetic cohort's ground truth; print and save it."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper import evaluate
 from agemapper.io import read_table, write_table, write_text
+from agemapper.report import evaluate
 from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])

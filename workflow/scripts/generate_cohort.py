@@ -1,9 +1,9 @@
 """Adapter: write the synthetic UK Biobank cohort (images, tables, ground truth)."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.contrasts import read_contrasts, select
+from agemapper.images.contrasts import read_contrasts, select
+from agemapper.images.subjects import read_subjects
 from agemapper.runner import log_to
-from agemapper.subjects import read_subjects
 from agemapper.synth.cohort import generate
 
 log = log_to(snakemake.log[0])

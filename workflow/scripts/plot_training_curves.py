@@ -3,7 +3,7 @@
 import pandas as pd
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper import plots
+from agemapper.report import plots
 from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])

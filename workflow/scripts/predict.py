@@ -2,9 +2,9 @@
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
 from agemapper.io import write_table
-from agemapper.predict import predict
+from agemapper.networks.predict import predict
+from agemapper.networks.training import resolve_device
 from agemapper.runner import log_to
-from agemapper.training import resolve_device
 
 log = log_to(snakemake.log[0])
 device = resolve_device(snakemake.config.get("runtime", {}).get("device", "auto"))

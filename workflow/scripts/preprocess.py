@@ -1,10 +1,10 @@
 """Adapter: preprocess one contrast/sex/split into a cache + manifest (+ QC table)."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.contrasts import Contrast
-from agemapper.preprocess import preprocess_split
+from agemapper.images.contrasts import Contrast
+from agemapper.images.preprocess import preprocess_split
+from agemapper.images.subjects import read_subjects, select
 from agemapper.runner import log_to
-from agemapper.subjects import read_subjects, select
 
 log = log_to(snakemake.log[0])
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output

@@ -3,8 +3,8 @@
 import json
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
+from agemapper.networks.training import train_replicates
 from agemapper.runner import log_to
-from agemapper.training import train_replicates
 
 log = log_to(snakemake.log[0])
 w, out = snakemake.wildcards, snakemake.output

@@ -10,7 +10,7 @@ they are.
 
 Command line::
 
-    python -m agemapper.legacy ORIGINAL.pth.tar OUT/model.safetensors \\
+    python -m agemapper.networks.legacy ORIGINAL.pth.tar OUT/model.safetensors \\
         --contrast T1_nonlinear --contrasts-table config/contrasts.tsv [--sex female --replicate 1]
 """
 
@@ -21,10 +21,10 @@ import re
 
 import torch
 
-from .errors import InputDataError
-from .grids import FULL_TRAINING_SHAPE
-from .models import AgeMapper
-from .serialization import load_torch_weights, save_tensors
+from agemapper.errors import InputDataError
+from agemapper.images.grids import FULL_TRAINING_SHAPE
+from agemapper.networks.models import AgeMapper
+from agemapper.networks.serialization import load_torch_weights, save_tensors
 
 _CONV = re.compile(r"^Feature_Extractor\.Convolution_(\d+)\.([01])\.(.+)$")
 _FC = re.compile(r"^FullyConnected\.FullyConnected_([123])\.(weight|bias)$")
@@ -78,7 +78,7 @@ def convert(path, out, contract: dict, sex: str = "", replicate: int = 1) -> dic
 
 
 def main(argv=None) -> None:
-    from .contrasts import read_contrasts
+    from agemapper.images.contrasts import read_contrasts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("original")

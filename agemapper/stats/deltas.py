@@ -125,7 +125,7 @@ def correct_deltas(
     (deltas, metrics, corrections): one row per subject and contrast; one row per contrast, sex
     and split with MAE and correlations before and after correction; the corrections used.
     """
-    from .errors import ConfigError
+    from agemapper.errors import ConfigError
 
     rows, metrics, used = [], [], {}
     for (contrast, sex), group in predictions.groupby(["contrast", "sex"], sort=False):

@@ -26,19 +26,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .batches import BatchSource, augment
-from .io import write_json, write_table
-from .kernels import use_shifted_first_conv
-from .models import build_model, count_parameters, loss_function
-from .serialization import (
-    derive_seed,
+from agemapper import __version__
+from agemapper.io import write_json, write_table
+from agemapper.networks.batches import BatchSource, augment
+from agemapper.networks.kernels import use_shifted_first_conv
+from agemapper.networks.models import build_model, count_parameters, loss_function
+from agemapper.networks.serialization import (
     fingerprint,
     flatten_state,
     load_tensors,
     save_tensors,
     unflatten_state,
 )
+from agemapper.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +519,7 @@ def load_model(weights, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained network from its safetensors weights and embedded metadata."""
     tensors, meta = load_tensors(weights)
     if meta.get("format") != "agemapper-model/1":
-        from .errors import InputDataError
+        from agemapper.errors import InputDataError
 
         raise InputDataError("not an AgeMapper model file (no metadata)", path=weights)
     model = build_model(meta["model"], meta["input"]["shape"])

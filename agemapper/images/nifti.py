@@ -16,9 +16,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import InputDataError
-from .grids import Grid
-from .io import write_bytes
+from agemapper.errors import InputDataError
+from agemapper.images.grids import Grid
+from agemapper.io import write_bytes
 
 _ERRORS: tuple = (OSError, EOFError, zlib.error, ValueError)
 try:  # ISA-L: same format, about twice the speed of zlib

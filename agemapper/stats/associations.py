@@ -445,7 +445,7 @@ REPLICATION_COLUMNS = ["n_B", "r_B", "t_B", "df_B", "p_B", "neglog10_p_B", "p_B_
 
 def with_labels(table: pd.DataFrame) -> pd.DataFrame:
     """The table with field, title and FMRIB category beside the nIDP column."""
-    from .nidps import labels
+    from agemapper.stats.nidps import labels
 
     lab = labels(pd.unique(table.nidp)).set_index("nidp")[["field", "title", "category"]]
     out = table.join(lab, on="nidp")
@@ -459,7 +459,7 @@ def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_pa
     Under the strict policy the first such subject stops the stage (with the count of others);
     under skip each is recorded, and the statistics leave it out where it has no data.
     """
-    from .errors import InputDataError
+    from agemapper.errors import InputDataError
 
     problems = []
     for s in pd.Index(tested).difference(nidps.index):
@@ -488,9 +488,9 @@ def run_associations(
     (replication), see ``discover_and_replicate``; without it, on the whole test split.
     ``out_sig`` receives the discoveries, most significant first.
     """
-    from .errors import ConfigError, InputDataError
-    from .io import write_table
-    from .nidps import prepare, read_subject_table
+    from agemapper.errors import ConfigError, InputDataError
+    from agemapper.io import write_table
+    from agemapper.stats.nidps import prepare, read_subject_table
 
     alpha = float(cfg.get("alpha", 0.05))
     significance = cfg.get("significance", "fdr")
@@ -517,7 +517,7 @@ def run_associations(
             int(confounds.index.duplicated().sum()),
         )
         confounds = confounds[~confounds.index.duplicated(keep="first")]
-    from .qc import QCLog
+    from agemapper.qc import QCLog
 
     qclog = QCLog(qc, "associations")
     check_coverage(tested, raw, confounds, cfg["confounds"], nidps_path, confounds_path, qclog)

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputDataError
-from .io import atomic_path
+from agemapper.errors import InputDataError
+from agemapper.io import atomic_path
 
 MAGIC = b"AGEMAPPERCACHE01"
 HEADER = len(MAGIC) + 8

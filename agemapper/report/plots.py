@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from agemapper.io import atomic_path  # noqa: E402
 
 
 def predicted_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:

@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import InputDataError
-from .io import atomic_path
+from agemapper.errors import InputDataError
+from agemapper.io import atomic_path
 
 META_KEY = "agemapper"
 
@@ -69,12 +69,6 @@ def fingerprint(*parts) -> str:
     """A stable hash of JSON-able parts (configs, subject lists)."""
     text = json.dumps(parts, sort_keys=True, default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def derive_seed(base: int, *parts) -> int:
-    """A reproducible 31-bit seed from a base seed and entities (contrast, sex, replicate)."""
-    text = "/".join(str(p) for p in (base, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def flatten_state(prefix: str, state: dict, tensors: dict, meta: dict) -> None:

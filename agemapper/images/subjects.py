@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, InputDataError
+from agemapper.errors import ConfigError, InputDataError
 
 SEXES = ("female", "male")
 SPLITS = ("train", "validation", "test")
@@ -96,7 +96,7 @@ def read_subjects(path, excluded=None, qc: str = "strict") -> pd.DataFrame:
 
 def check(path, excluded=None, qc: str = "strict") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The valid subjects and a QC table of the rows left out (under ``qc="skip"``)."""
-    from .qc import QCLog
+    from agemapper.qc import QCLog
 
     path = Path(path)
     if path.is_dir():
@@ -128,7 +128,7 @@ def validate(table: pd.DataFrame, source: str = "subject table", qclog=None) -> 
     Each bad row is passed to ``qclog`` (which raises under the strict policy, the default);
     under ``skip`` bad rows are dropped, and a subject listed twice is dropped altogether.
     """
-    from .qc import QCLog
+    from agemapper.qc import QCLog
 
     qclog = QCLog("strict", "subjects") if qclog is None else qclog
     table = table.copy()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import ConfigError
-from .grids import GRIDS
+from agemapper.errors import ConfigError
+from agemapper.images.grids import GRIDS
 
 COLUMNS = ["contrast", "modality", "resolution", "data_file", "volume", "normalise", "scale_factor"]
 NORMALISATIONS = ("mean", "none")

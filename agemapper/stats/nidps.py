@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputDataError
+from agemapper.errors import InputDataError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .nidps import parse_column
-from .synth.cohort import family_of
+from agemapper.stats.nidps import parse_column
+from agemapper.synth.cohort import family_of
 
 
 def _r(x, y) -> float:

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .cache import decode_numpy, decode_torch, to_grid
-from .preprocess import cache_paths, open_cache
+from agemapper.images.cache import decode_numpy, decode_torch, to_grid
+from agemapper.images.preprocess import cache_paths, open_cache
 
 
 class BatchSource:

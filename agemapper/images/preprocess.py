@@ -5,7 +5,7 @@ divide by the mean of the cropped volume (T1/T2 contrasts, zeros included), divi
 contrast's scale factor, and bring it to the training grid: area averaging when a reduced demo
 grid is smaller than the crop, identity for 1 mm at full size. A 2 mm contrast at full size is
 stored at 2 mm (80x96x80, 8x fewer bytes) and upsampled x2 (trilinear, aligned corners, as the
-original network did) on the training device when read: :func:`agemapper.cache.to_grid`.
+original network did) on the training device when read: :func:`agemapper.images.cache.to_grid`.
 
 The cache (:mod:`agemapper.cache`: non-zero mask + float16 voxels, exact) comes with a manifest
 TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar describing
@@ -25,14 +25,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .cache import CacheWriter, VolumeCache
-from .contrasts import Contrast
-from .errors import InputDataError
-from .grids import get_grid
-from .io import write_json, write_table
-from .nifti import load_volume
-from .qc import QCLog
+from agemapper import __version__
+from agemapper.errors import InputDataError
+from agemapper.images.cache import CacheWriter, VolumeCache
+from agemapper.images.contrasts import Contrast
+from agemapper.images.grids import get_grid
+from agemapper.images.nifti import load_volume
+from agemapper.io import write_json, write_table
+from agemapper.qc import QCLog
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .batches import BatchSource
-from .errors import ConfigError
-from .training import load_model
+from agemapper.errors import ConfigError
+from agemapper.networks.batches import BatchSource
+from agemapper.networks.training import load_model
 
 log = logging.getLogger(__name__)
 

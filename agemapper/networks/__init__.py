@@ -1,0 +1,12 @@
+"""Stage 2, a cache -> brain ages: the networks, their training and prediction, weight formats.
+
+- :mod:`~agemapper.networks.models`: AgeMapper and SFCN (``build_model``).
+- :mod:`~agemapper.networks.kernels`: the first convolution as one GEMM (an opt-in speed-up).
+- :mod:`~agemapper.networks.batches`: batches from a cache to the device, and augmentation.
+- :mod:`~agemapper.networks.training`: the replicate trainer, resumable (``train_replicates``).
+- :mod:`~agemapper.networks.predict`: replicate predictions and their mean (``predict``).
+- :mod:`~agemapper.networks.serialization`: safetensors weights and checkpoints, never pickles.
+- :mod:`~agemapper.networks.legacy`: networks of the original AgeMapper release.
+
+May import :mod:`agemapper.images`; never :mod:`agemapper.stats` or :mod:`agemapper.report`.
+"""

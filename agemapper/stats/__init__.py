@@ -1,0 +1,9 @@
+"""Stages 3-5, brain ages -> deltas and associations: the statistics, on tables only.
+
+- :mod:`~agemapper.stats.ensembles`: ensembles of contrasts (mean, linear, elastic net).
+- :mod:`~agemapper.stats.deltas`: brain-age deltas and their age-bias correction.
+- :mod:`~agemapper.stats.nidps`: nIDP tables as FUNPACK writes them, and their labels.
+- :mod:`~agemapper.stats.associations`: deconfounded correlations of deltas with nIDPs.
+
+Never imports :mod:`agemapper.networks` (no torch needed here) or :mod:`agemapper.report`.
+"""
