@@ -403,3 +403,17 @@ def test_run_associations_without_replication_and_without_halves(tmp_path):
     table = pd.read_csv(out[0], sep="\t")
     assert "replicated" not in table.columns and "p_B" not in table.columns
     assert table[(table.nidp == "4080-2.0") & (table.sex == "pooled")].n.max() == 400
+
+
+def test_run_associations_with_every_test_left_out_writes_empty_tables(tmp_path, caplog):
+    """A cohort too small for its confounds: empty tables and a warning, not a crash."""
+    deltas, nidps, confounds = _cohort()
+    p = _write_inputs(tmp_path, deltas, nidps, confounds)
+    out = [tmp_path / f"{k}.tsv" for k in ("all", "significant", "dropped")]
+    cfg = {**CFG, "min_subjects": 10_000}
+    with caplog.at_level("WARNING"):
+        A.run_associations(p["deltas"], p["nidps"], p["confounds"], cfg, *out)
+    table = pd.read_csv(out[0], sep="\t")
+    assert len(table) == 0 and {"contrast", "nidp", "title", "replicated"} <= set(table.columns)
+    assert len(pd.read_csv(out[1], sep="\t")) == 0
+    assert "no association was tested" in caplog.text

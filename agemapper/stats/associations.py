@@ -555,7 +555,13 @@ def run_associations(
     else:
         table = add_significance(associate(deltas, matrix, confounds, **run), alpha)
     table = with_labels(table)
-    significant = table[table[flag]]
+    if table.empty:
+        log.warning(
+            "no association was tested: every test had fewer than %d subjects or no variance "
+            "left after deconfounding (too small a cohort for its confounds?)",
+            min_subjects,
+        )
+    significant = table[table[flag].astype(bool)]
     write_table(out_all, table)
     write_table(out_sig, significant)
     write_table(out_dropped, dropped)

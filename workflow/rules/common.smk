@@ -11,6 +11,7 @@ try:
     from agemapper import paths
     from agemapper.images.contrasts import read_contrasts, select
     from agemapper.errors import AgeMapperError
+    from agemapper import planning
 except ImportError as exc:
     raise WorkflowError(
         f"cannot import the agemapper package ({exc}); install the environment "
@@ -18,6 +19,12 @@ except ImportError as exc:
     )
 
 
+try:
+    planning.check_required(
+        config
+    )  # before the schema: a message that says where to set it
+except AgeMapperError as exc:
+    raise WorkflowError(str(exc))
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
@@ -35,6 +42,29 @@ SYNTHETIC = None if APPLY else config.get("synthetic")
 SPLITS = ["test"] if APPLY else ["train", "validation", "test"]
 PREDICT_SPLITS = ["test"] if APPLY else ["validation", "test"]
 ENSEMBLES = config.get("ensembles", {}).get("methods", [])
+MODE = "apply" if APPLY else ("demo" if SYNTHETIC else "study")
+
+# Everything planning can see is checked now, not after the trainings; and one results folder
+# holds one cohort (results/run.json), so that the demo started in the study's checkout by
+# mistake is refused instead of retraining over the study's networks.
+try:
+    planning.check_config(
+        config,
+        generated=[COHORT[k] for k in planning.COHORT_KEYS] if SYNTHETIC else [],
+        apply=bool(APPLY),
+    )
+    planning.claim_results(
+        paths.ROOT, planning.cohort_identity(config, MODE), write=False
+    )
+except AgeMapperError as exc:
+    raise WorkflowError(str(exc))
+
+
+onstart:
+    # a run that executes jobs (not a dry run) records whose results folder this is
+    planning.claim_results(
+        paths.ROOT, planning.cohort_identity(config, MODE), write=True
+    )
 
 
 wildcard_constraints:
