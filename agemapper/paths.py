@@ -44,6 +44,11 @@ def checkpoint(contrast=C, sex=S) -> str:
     return f"{ROOT}/checkpoints/{contrast}/{sex}/checkpoint.safetensors"
 
 
+def preprocess_checkpoint(contrast=C, sex=S, split=P) -> str:
+    """A cache being written, with its journal beside it: a stopped job's rerun resumes it."""
+    return f"{ROOT}/checkpoints/{contrast}/{sex}/preprocess_{split}.cache"
+
+
 def predictions(contrast=C, sex=S) -> str:
     return f"{ROOT}/predictions/{contrast}/{sex}.tsv"
 

@@ -45,7 +45,50 @@ def check_required(config: dict) -> None:
         )
 
 
-def check_config(config: dict, generated=(), apply: bool = False) -> None:
+def _inside(path, folder) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def check_inputs_apart(config: dict, results="results") -> None:
+    """No job may write into, or delete, the cohort's inputs.
+
+    Every output is under ``results/``. In a real-data run no input may lie there (Snakemake
+    removes temporary and rerun outputs) and ``results/`` may not lie inside the data folder.
+    In the demo the generator's outputs are the cohort, so they must all be under ``results/``:
+    a demo config pointed at real tables would have Snakemake delete them before generating.
+    """
+    cohort = config["cohort"]
+    keys = [
+        k for k in ("subjects", "excluded", "data_directory", "nidps", "confounds") if cohort.get(k)
+    ]
+    if config.get("synthetic") and not config.get("apply"):
+        for key in [k for k in keys if k != "excluded"] + ["truth_directory"]:
+            path = (
+                config["synthetic"]["truth_directory"] if key == "truth_directory" else cohort[key]
+            )
+            section = "synthetic" if key == "truth_directory" else "cohort"
+            if not _inside(path, results):
+                raise ConfigError(
+                    f"config: {section}.{key} {path} is written by the synthetic-cohort generator "
+                    f"but lies outside {results}/: a real file there would be deleted and "
+                    "overwritten. Real data runs without a synthetic: block (config/ukb.yaml)."
+                )
+        return
+    for key in keys:
+        if _inside(cohort[key], results):
+            raise ConfigError(
+                f"config: cohort.{key} {cohort[key]} lies inside {results}/, where the workflow "
+                "writes (and removes) its own files; keep the cohort's inputs elsewhere"
+            )
+    if _inside(results, cohort["data_directory"]):
+        raise ConfigError(
+            f"config: cohort.data_directory {cohort['data_directory']} contains {results}/, where "
+            "the workflow writes: no job may write into the cohort's data; run from elsewhere"
+        )
+
+
+def check_config(config: dict, generated=(), apply: bool = False, results="results") -> None:
     """Every config problem planning can see, as one ``ConfigError`` naming the key.
 
     ``generated``: paths a job of this run creates (the demo's synthetic tables), not checked.
@@ -53,6 +96,7 @@ def check_config(config: dict, generated=(), apply: bool = False) -> None:
     """
     generated = {os.path.normpath(str(p)) for p in generated}
     cohort = config["cohort"]
+    check_inputs_apart(config, results)
 
     def must_exist(key: str, path, kind: str = "file") -> bool:
         if path is None or os.path.normpath(str(path)) in generated:
@@ -76,7 +120,7 @@ def check_config(config: dict, generated=(), apply: bool = False) -> None:
     if must_exist("cohort.confounds", cohort["confounds"]):
         _check_confounds(config)
     if subjects_there:
-        _check_halves(config)
+        _check_subjects(config)
 
 
 def _check_confounds(config: dict) -> None:
@@ -105,15 +149,24 @@ def _check_confounds(config: dict) -> None:
         )
 
 
-def _check_halves(config: dict) -> None:
-    if not config["associations"].get("replication", True):
-        return
+def _check_subjects(config: dict) -> None:
+    """Every sex and split the run needs has subjects; test halves exist for replication."""
     from agemapper.images.subjects import read_subjects
 
     try:
         subjects = read_subjects(config["cohort"]["subjects"], qc="skip")
     except AgeMapperError as exc:
         raise ConfigError(f"config: cohort.subjects: {exc}") from exc
+    for sex in config["sexes"]:
+        for split in ("train", "validation", "test"):
+            if not ((subjects.sex == sex) & (subjects.split == split)).any():
+                raise ConfigError(
+                    f"config: cohort.subjects {config['cohort']['subjects']} has no {sex} {split} "
+                    f"subjects (an empty {sex}_{split}.txt?); every sex in `sexes` needs all three "
+                    "splits"
+                )
+    if not config["associations"].get("replication", True):
+        return
     test = subjects[subjects.split == "test"]
     halves = set(test.half) - {""}
     if not {"A", "B"} <= halves:

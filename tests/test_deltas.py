@@ -69,3 +69,26 @@ def test_correct_deltas_table_and_metrics():
     test = metrics[metrics.split == "test"].iloc[0]
     assert test.r_delta_age < -0.3 and abs(test.r_delta_corrected_age) < 0.15
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
+
+
+def test_missing_or_non_finite_predictions_are_errors(tmp_path):
+    import pytest
+
+    from agemapper.errors import InputDataError
+    from agemapper.stats.ensembles import read_predictions
+
+    columns = "contrast\tsubject\tsex\tsplit\thalf\tage\tpredicted\n"
+    good = tmp_path / "good.tsv"
+    good.write_text(columns + "vbm\t1\tfemale\ttest\tA\t60\t61.5\n")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text(columns)
+    nan = tmp_path / "nan.tsv"
+    nan.write_text(
+        columns + "vbm\t1\tfemale\ttest\tA\t60\t61.5\nvbm\t2\tfemale\ttest\tA\t60\tnan\n"
+    )
+    assert len(read_predictions([good])) == 1
+    with pytest.raises(InputDataError, match=r"empty\.tsv: holds no predictions"):
+        read_predictions([good, empty])
+    assert len(read_predictions([good, empty], may_be_empty=[empty])) == 1
+    with pytest.raises(InputDataError, match=r"1 predicted ages are not finite .*subject 2"):
+        read_predictions([nan])

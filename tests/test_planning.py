@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import rehearsal
 import yaml
 
 from agemapper import planning
@@ -97,3 +99,61 @@ def test_one_results_folder_holds_one_cohort(tmp_path, monkeypatch):
     planning.claim_results("results", planning.cohort_identity(study, "study"), write=True)
     with pytest.raises(ConfigError, match="Refusing to mix them.*--profile slurm"):
         planning.claim_results("results", planning.cohort_identity(demo, "demo"), write=False)
+
+
+def test_the_demo_generator_may_write_only_under_results(tmp_path, monkeypatch):
+    """A demo config whose cohort points at real tables: Snakemake would delete them."""
+    monkeypatch.chdir(REPO)
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    planning.check_inputs_apart(demo)
+    demo["cohort"]["nidps"] = str(tmp_path / "my_real_nidps.tsv")
+    with pytest.raises(ConfigError, match=r"cohort\.nidps .* outside results/"):
+        planning.check_inputs_apart(demo)
+
+
+def test_real_inputs_and_results_stay_apart(study, tmp_path):
+    study["cohort"]["confounds"] = "results/confounds.tsv"
+    with pytest.raises(ConfigError, match=r"cohort\.confounds .* inside results/"):
+        planning.check_inputs_apart(study)
+    study["cohort"]["confounds"] = str(tmp_path / "confounds.tsv")
+    study["cohort"]["data_directory"] = "."
+    with pytest.raises(ConfigError, match="contains results/"):
+        planning.check_inputs_apart(study)
+
+
+def test_the_generator_refuses_a_folder_it_did_not_make(tmp_path):
+    from agemapper.synth.cohort import MARKER, claim_folder
+
+    real = tmp_path / "subjectsAll"
+    (real / "1000001/T1").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="refusing to write the synthetic cohort"):
+        claim_folder(real)
+    assert not (real / MARKER).exists()
+    claim_folder(tmp_path / "new")  # a new folder, then the same one again
+    claim_folder(tmp_path / "new")
+    assert (tmp_path / "new" / MARKER).exists()
+
+
+def test_an_empty_split_is_caught_at_planning(study, tmp_path):
+    folder = tmp_path / "splits"
+    rehearsal._write_release_splits(rehearsal._subjects(np.random.default_rng(0)), folder)
+    (folder / "female_validation.txt").write_text("")
+    np.save(folder / "female_validation_age.npy", np.zeros(0))
+    study["cohort"]["subjects"] = str(folder)
+    study["cohort"]["excluded"] = None
+    with pytest.raises(ConfigError, match="no female validation subjects"):
+        planning.check_config(study)
+
+
+def test_a_pickled_age_file_is_refused_naming_it(tmp_path):
+    from agemapper.errors import InputDataError
+    from agemapper.images.subjects import read_released
+
+    for sex in ("female", "male"):
+        for split in ("train", "validation", "test", "testA", "testB"):
+            (tmp_path / f"{sex}_{split}.txt").write_text("1000001\n")
+            np.save(tmp_path / f"{sex}_{split}_age.npy", np.array([60.0]))
+    pickled = np.array([{"age": 60}], dtype=object)
+    np.save(tmp_path / "male_test_age.npy", pickled, allow_pickle=True)
+    with pytest.raises(InputDataError, match=r"male_test_age\.npy: not a NumPy array of ages"):
+        read_released(tmp_path)

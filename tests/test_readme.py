@@ -19,6 +19,7 @@ plan for a command no page shows, fails the suite.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -74,7 +75,9 @@ CLUSTER = [
     FORCE_TWO,
     "snakemake --profile slurm results/deltas/all.csv --forcerun correct_deltas",
     "snakemake --profile slurm --list-changes code",
+    "snakemake --profile slurm results/deltas/all.csv --forcerun predict_brain_age",
 ]
+FORCE_PREDICT = CLUSTER[-1]
 DEMO = [
     DEMO_LINE,
     "snakemake -c2 all",
@@ -361,6 +364,23 @@ def test_study_commands_run_as_written(tmp_path, cohort):
     assert forced["train_networks"] == 2 and forced["predict_brain_age"] == 2
     assert forced["preprocess_contrast"] == 2 * 3  # the temporary caches of those two only
     assert after[CLUSTER[9]][0] == {"correct_deltas": 1, "total": 1}
+    assert "train_networks" not in after[FORCE_PREDICT][0]
+    assert after[FORCE_PREDICT][0]["predict_brain_age"] == 6
+
+    # ... and run for real, locally (the README: the same recipes with -c4 and the configs):
+    # the caches are long gone, prediction rebuilds its own, the networks stay as they were
+    weights = sorted((clone / "results/models").rglob("model.safetensors"))
+    before = {w: hashlib.sha256(w.read_bytes()).hexdigest() for w in weights}
+    predicted = clone / "results/predictions/T1_nonlinear/female.tsv"
+    stamp = predicted.stat().st_mtime_ns
+    local = FORCE_PREDICT.replace("--profile slurm", "-c4").replace(
+        "--forcerun", "--configfile config/ukb.yaml config/site.yaml --forcerun"
+    )
+    res = shell(local, clone, timeout=1800)
+    assert res.returncode == 0, res.output[-4000:]
+    assert "train_networks" not in job_counts(res.output)
+    assert {w: hashlib.sha256(w.read_bytes()).hexdigest() for w in weights} == before
+    assert predicted.stat().st_mtime_ns != stamp
     # the demo in the study's results folder is refused before it writes anything
     for command in (CLUSTER[3], "snakemake -c2 all"):
         res = shell(dry(command), clone)

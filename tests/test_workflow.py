@@ -97,7 +97,9 @@ def test_strict_failure_then_rerun_recomputes_only_what_is_missing(tmp_path):
     path.write_bytes(good)  # the user repairs the download
     plan = _run(["-n", "--quiet", "rules", *args], cwd=tmp_path)
     counts = _job_counts(plan.stdout + plan.stderr)
-    assert counts.get("preprocess_contrast") == 1  # only the failed job, not the other 11
+    # only the two failed jobs (the subject is in the validation and the predict cache), not
+    # the other 10
+    assert counts.get("preprocess_contrast") == 2
     assert counts.get("train_networks") == 1 and counts.get("predict_brain_age") == 1
     assert "generate_cohort" not in counts
     res = _run(["-c2", *args], cwd=tmp_path)

@@ -37,7 +37,14 @@ def _read_pair(directory: Path, sex: str, split: str, small: bool) -> pd.DataFra
     ids_path = directory / f"{sex}_{split}{'_small' if small else ''}.txt"
     age_path = directory / f"{sex}_{split}_age{'_small' if small else ''}.npy"
     ids = _read_ids(ids_path)
-    ages = np.load(age_path, allow_pickle=False)
+    try:
+        ages = np.load(age_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputDataError("file is missing", path=age_path) from None
+    except (OSError, ValueError, EOFError) as exc:  # pickled objects are refused, never loaded
+        raise InputDataError(f"not a NumPy array of ages ({exc})", path=age_path) from exc
+    if not np.issubdtype(ages.dtype, np.number):
+        raise InputDataError(f"ages of dtype {ages.dtype}, numbers expected", path=age_path)
     if ages.ndim != 1 or len(ages) != len(ids):
         raise InputDataError(
             f"{ages.shape} ages for {len(ids)} subjects in {ids_path.name}", path=age_path
@@ -165,8 +172,10 @@ def validate(table: pd.DataFrame, source: str = "subject table", qclog=None) -> 
     return out.reset_index(drop=True)
 
 
-def select(table: pd.DataFrame, sex: str, split: str) -> pd.DataFrame:
-    """Subjects of one sex and split, in table order."""
-    if sex not in SEXES or split not in SPLITS:
+def select(table: pd.DataFrame, sex: str, split) -> pd.DataFrame:
+    """Subjects of one sex and split (or list of splits, in that order), in table order."""
+    splits = [split] if isinstance(split, str) else list(split)
+    if sex not in SEXES or not splits or any(s not in SPLITS for s in splits):
         raise ConfigError(f"unknown sex/split {sex!r}/{split!r}")
-    return table[(table.sex == sex) & (table.split == split)].reset_index(drop=True)
+    mine = table[table.sex == sex]
+    return pd.concat([mine[mine.split == s] for s in splits], ignore_index=True)

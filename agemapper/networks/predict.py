@@ -66,6 +66,17 @@ def predict(weights: list, caches: list, infos: list, device: str = "cpu") -> pd
             check_contract(meta, info, w)
         source = BatchSource(cache, torch.device(device), preload_bytes=0)
         preds = predict_cache(models, source)
+        bad = ~np.isfinite(preds)
+        if bad.any():
+            from agemapper.errors import InputDataError
+
+            row, rep = (int(v[0]) for v in np.nonzero(bad))
+            raise InputDataError(
+                f"replicate {rep + 1} predicted {preds[row, rep]} for {int(bad.any(1).sum())} "
+                f"subject(s) (first: subject {source.manifest.subject.iloc[row]}): a network "
+                "whose training diverged, or input it was not trained for",
+                path=weights[rep],
+            )
         table = source.manifest[["subject", "sex", "split", "half", "age"]].copy()
         for j in range(preds.shape[1]):
             table[f"replicate_{j + 1}"] = preds[:, j]

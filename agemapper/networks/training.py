@@ -32,6 +32,7 @@ from agemapper.networks.batches import BatchSource, augment
 from agemapper.networks.kernels import use_shifted_first_conv
 from agemapper.networks.models import build_model, count_parameters, loss_function
 from agemapper.networks.serialization import (
+    check_model_file,
     fingerprint,
     flatten_state,
     load_tensors,
@@ -518,12 +519,17 @@ def train_replicates(
 def load_model(weights, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained network from its safetensors weights and embedded metadata."""
     tensors, meta = load_tensors(weights)
-    if meta.get("format") != "agemapper-model/1":
+    check_model_file(tensors, meta, weights)
+    model = build_model(meta["model"], meta["input"]["shape"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
         from agemapper.errors import InputDataError
 
-        raise InputDataError("not an AgeMapper model file (no metadata)", path=weights)
-    model = build_model(meta["model"], meta["input"]["shape"])
-    model.load_state_dict(tensors)
+        detail = " ".join(str(exc).split())
+        raise InputDataError(
+            f"does not fit the network its metadata describes ({detail[:300]})", path=weights
+        ) from exc
     model.to(resolve_device(device)).eval()
     return model, meta
 

@@ -204,9 +204,28 @@ def from_weights_table(table: pd.DataFrame) -> list[Ensemble]:
     return out
 
 
-def read_predictions(paths) -> pd.DataFrame:
-    """Concatenate prediction tables (per contrast and sex, or of ensembles)."""
-    frames = [pd.read_csv(p, sep="\t", dtype={"subject": str, "half": str}) for p in paths]
+def read_predictions(paths, may_be_empty=()) -> pd.DataFrame:
+    """Concatenate prediction tables (per contrast and sex, or of ensembles).
+
+    A table without a row, or with a predicted age that is not a finite number, is an error
+    naming the file: a contrast and sex silently missing from the deltas is a wrong result.
+    Tables in ``may_be_empty`` (the ensembles', when there are none) may have no row.
+    """
+    from agemapper.errors import InputDataError
+
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path, sep="\t", dtype={"subject": str, "half": str})
+        ages = pd.to_numeric(frame.get("predicted", pd.Series(dtype=float)), errors="coerce")
+        if frame.empty and path not in may_be_empty:
+            raise InputDataError("holds no predictions", path=path)
+        bad = frame.loc[~np.isfinite(ages.to_numpy(dtype=float)), "subject"]
+        if len(bad):
+            raise InputDataError(
+                f"{len(bad)} predicted ages are not finite numbers (first: subject {bad.iloc[0]})",
+                path=path,
+            )
+        frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table["half"] = table["half"].fillna("")
     return table

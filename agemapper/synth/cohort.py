@@ -434,6 +434,27 @@ def _write_subject(row) -> int:
     return len(written)
 
 
+MARKER = ".agemapper-synthetic-cohort"
+
+
+def claim_folder(data_directory) -> None:
+    """Write only into a folder this generator made: a missing or empty one, or one it marked.
+
+    Pointed by mistake at real subject folders, the generator would write synthetic images
+    over them; it refuses instead, naming the folder.
+    """
+    from agemapper.errors import ConfigError
+
+    folder = Path(data_directory)
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise ConfigError(
+            f"synthetic: refusing to write the synthetic cohort into {folder}: it holds files "
+            f"this generator did not write (no {MARKER}); is cohort.data_directory your real data?"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by agemapper.synth.cohort.generate\n")
+
+
 def generate(
     splits: pd.DataFrame,
     contrasts: list[Contrast],
@@ -451,6 +472,7 @@ def generate(
     ``summary`` (JSON, written last).
     """
     start = time.monotonic()
+    claim_folder(data_directory)
     subjects = sample_subjects(splits, counts, seed)
     lat = latent_variables(subjects, seed)
     nidps, planted = phenotypes(subjects, lat, seed)

@@ -1,4 +1,5 @@
-# Stage 1: NIfTI -> per contrast/sex/split cache (float16 .npy + manifest) for fast training.
+# Stage 1: NIfTI -> per contrast/sex cache (packed float16 + manifest): "train" and
+# "validation" for training, "predict" (validation and test subjects) for prediction.
 
 
 localrules:
@@ -27,6 +28,8 @@ rule preprocess_contrast:
     input:
         subjects=paths.CHECKED_SUBJECTS,
         contrasts=config["contrasts_table"],
+        # validation and test intensities are checked against the training split's
+        reference=intensity_reference,
     output:
         cache=temp(paths.cache()),
         manifest=paths.manifest(),
@@ -46,9 +49,11 @@ rule preprocess_contrast:
         runtime=per_attempt(180),
     params:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
+        splits=lambda wildcards: CACHES[wildcards.split],
         grid=config["preprocess"]["grid"],
         data_directory=COHORT["data_directory"],
         qc=config["qc"],
+        checkpoint=paths.preprocess_checkpoint(),
     script:
         "../scripts/preprocess.py"
 

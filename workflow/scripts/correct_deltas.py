@@ -8,10 +8,13 @@ from agemapper.stats.ensembles import read_predictions
 
 log = log_to(snakemake.log[0])
 i, cfg = snakemake.input, snakemake.params.deltas
-tables = [*i.predictions, *([i.ensembles] if "ensembles" in i.keys() else [])]
+ensembles = [i.ensembles] if "ensembles" in i.keys() else []
 stored = read_corrections(read_table(i.corrections)) if "corrections" in i.keys() else None
 deltas, metrics, used = correct_deltas(
-    read_predictions(tables), cfg["method"], cfg.get("terms", ["age", "age2"]), stored=stored
+    read_predictions([*i.predictions, *ensembles], may_be_empty=ensembles),
+    cfg["method"],
+    cfg.get("terms", ["age", "age2"]),
+    stored=stored,
 )
 for name, table in (("deltas", deltas), ("metrics", metrics), ("corrections", used)):
     write_table(snakemake.output[name], table)
