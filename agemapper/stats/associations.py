@@ -22,6 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
 
 log = logging.getLogger(__name__)
 
@@ -238,26 +239,25 @@ def p_values(t: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(log_p), -log_p / np.log(10.0)
 
 
+def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
+    """p-values adjusted over their non-NaN entries by statsmodels' ``multipletests``
+    (``bonferroni``, ``fdr_bh``, ...); NaN stays NaN and is not counted as a test.
+    """
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
 def bonferroni(p: np.ndarray) -> np.ndarray:
-    return np.minimum(p * np.count_nonzero(~np.isnan(p)), 1.0)
+    return adjust_p(p, "bonferroni")
 
 
 def fdr_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN."""
-    p = np.asarray(p, float)
-    q = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    pv = p[ok]
-    m = len(pv)
-    if m == 0:
-        return q
-    order = np.argsort(pv)
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    adj = np.empty(m)
-    adj[order] = np.minimum(ranked, 1.0)
-    q[ok] = adj
-    return q
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
+    return adjust_p(p, "fdr_bh")
 
 
 def associate(
