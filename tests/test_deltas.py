@@ -69,3 +69,18 @@ def test_correct_deltas_table_and_metrics():
     test = metrics[metrics.split == "test"].iloc[0]
     assert test.r_delta_age < -0.3 and abs(test.r_delta_corrected_age) < 0.15
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
+
+
+def test_pearson_is_scipys_r_and_nan_where_undefined():
+    import warnings
+
+    from agemapper.stats.correlation import pearson
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an undefined r is NaN, not a warning
+        assert np.isnan(pearson(x, np.full(50, 0.1)))
+        assert np.isnan(pearson([1.0, 2.0], [3.0, 5.0]))
