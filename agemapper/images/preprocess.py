@@ -15,7 +15,6 @@ the input contract (contrast, grids, normalisation, scale factor, training and s
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +31,7 @@ from agemapper.images.contrasts import Contrast
 from agemapper.images.grids import get_grid
 from agemapper.images.nifti import load_volume
 from agemapper.io import write_json, write_table
+from agemapper.progress import Progress
 from agemapper.qc import QCLog
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def preprocess_split(
             return exc
 
     stats = {}
-    start = time.monotonic()
+    progress = Progress(f"{contrast.name} {first.sex} {first.split}", n, "subject", log=log)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
     try:
@@ -159,16 +159,7 @@ def preprocess_split(
                     else:
                         volume, stats[i] = result
                         stats[i]["cache_bytes"] = writer.write(i, volume)
-                    if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
-                        rate = (i + 1) / (time.monotonic() - start)
-                        log.info(
-                            "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-                            contrast.name,
-                            i + 1,
-                            n,
-                            rate,
-                            (n - i - 1) / rate,
-                        )
+                    progress.update(i + 1)
             if not stats:
                 raise InputDataError(
                     f"every one of the {n} {first.sex} {first.split} subjects failed QC "
