@@ -36,11 +36,11 @@ def design_matrix(
     parts, names = [np.ones((len(frame), 1))], ["intercept"]
     for col in columns:
         values = frame[col]
-        if col in categorical:
-            levels = sorted(values.dropna().unique(), key=str)
-            for level in levels[1:]:  # first level is the reference
-                parts.append((values == level).to_numpy(float)[:, None])
-                names.append(f"{col}={level}")
+        if col in categorical:  # one 0/1 column per level but the first (the reference)
+            levels = values.astype(str).where(values.notna())  # sorted as text; NaN: all 0
+            dummies = pd.get_dummies(levels, prefix=col, prefix_sep="=", drop_first=True)
+            parts.append(dummies.to_numpy(float))
+            names += list(dummies.columns)
             continue
         x = values.to_numpy(float)
         sd = x.std()
