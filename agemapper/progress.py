@@ -49,7 +49,7 @@ class Progress:
         self.label, self.total, self.unit = label, int(total), unit
         self.log = log or _log
         self.every = max(1, every or self.total // 10)
-        self.first = int(done)
+        self.first = self.logged = int(done)
         self.upper_bound = upper_bound
         self.start = time.monotonic()
 
@@ -70,6 +70,9 @@ class Progress:
         return f"{text} | {detail}" if detail else text
 
     def update(self, done: int, detail: str = "") -> None:
-        """``done`` units are finished; log a line if it is time for one."""
-        if done % self.every == 0 or done >= self.total:
+        """``done`` units are finished (it may jump, a batch at a time); log a line when it
+        passes a multiple of ``every``, and at the end.
+        """
+        if done // self.every > self.logged // self.every or (done >= self.total > self.logged):
+            self.logged = done
             self.log.info("%s", self.message(done, detail))

@@ -32,3 +32,12 @@ def test_progress_of_a_resumed_loop_that_may_stop_early(caplog, monkeypatch):
 
 def test_durations_read_at_a_glance():
     assert [P.duration(s) for s in (4.4, 119, 600, 7300)] == ["4 s", "119 s", "10 min", "2.0 h"]
+
+
+def test_progress_that_advances_a_batch_at_a_time(caplog):
+    bar = P.Progress("swi_female_test.cache", 100, "subject")  # a line per 10 subjects
+    with caplog.at_level("INFO", logger="agemapper"):
+        for done in range(4, 101, 4):  # batches of 4: the first past each tenth is logged
+            bar.update(done)
+    logged = [int(m.split(": ")[1].split("/")[0]) for m in caplog.messages]
+    assert logged == [12, 20, 32, 40, 52, 60, 72, 80, 92, 100]
