@@ -53,10 +53,6 @@ def records(table: pd.DataFrame) -> list[dict]:
     ]
 
 
-def missing_columns(table: pd.DataFrame, schema: dict) -> list[str]:
-    return [c for c in schema.get("required", []) if c not in table.columns]
-
-
 def unknown_columns(table: pd.DataFrame, schema: dict) -> list[str]:
     if schema.get("additionalProperties", True) is not False:
         return []

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from agemapper.errors import ConfigError
@@ -121,9 +122,13 @@ def read_contrasts(path=None) -> dict[str, Contrast]:
         )
     for i, _, sentence in row_problems(table, schema):
         raise ConfigError(f"contrast table {path}, row {i + 2}: {sentence}")
+    # what a row schema cannot say: names are unique, scale factors finite (JSON has no inf)
     twice = table.contrast[table.contrast.duplicated()].tolist()
     if twice:
         raise ConfigError(f"contrast table {path}: contrast(s) {twice} listed twice")
+    infinite = table.contrast[~np.isfinite(table.scale_factor.astype(float))].tolist()
+    if infinite:
+        raise ConfigError(f"contrast table {path}: scale_factor of {infinite} is not finite")
     return {
         rec.contrast: Contrast(
             name=str(rec.contrast),
