@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from agemapper.images.contrasts import Contrast
 from agemapper.images.grids import GRIDS
@@ -152,24 +151,3 @@ def write_released_splits(tmp_path, small=False):
                     (tmp_path / f"{sex}_test{half}.txt").write_text("\n".join(ids[part]))
                     np.save(tmp_path / f"{sex}_test{half}_age.npy", ages[part])
     return tmp_path
-
-
-def original_state_dict(prefix=""):
-    """Parameter names and shapes of the release's AgeMapper (built here, not loaded)."""
-    g = torch.Generator().manual_seed(0)
-    state, c_in = {}, 1
-    for i, c in enumerate((32, 64, 64, 64, 64)):
-        p = f"{prefix}Feature_Extractor.Convolution_{i}"
-        state[f"{p}.0.weight"] = torch.randn(c, c_in, 3, 3, 3, generator=g)
-        state[f"{p}.1.weight"] = torch.rand(c, generator=g)
-        state[f"{p}.1.bias"] = torch.randn(c, generator=g)
-        state[f"{p}.1.running_mean"] = torch.randn(c, generator=g)
-        state[f"{p}.1.running_var"] = torch.rand(c, generator=g) + 0.5
-        state[f"{p}.1.num_batches_tracked"] = torch.tensor(1234)
-        c_in = c
-    for name, (o, i) in {"3": (96, 9600), "2": (32, 96), "1": (1, 32)}.items():
-        state[f"{prefix}FullyConnected.FullyConnected_{name}.weight"] = torch.randn(
-            o, i, generator=g
-        )
-        state[f"{prefix}FullyConnected.FullyConnected_{name}.bias"] = torch.randn(o, generator=g)
-    return state

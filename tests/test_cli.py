@@ -6,11 +6,12 @@ import sys
 
 import pandas as pd
 import torch
+from test_legacy import _original_state_dict
 
 from agemapper import cli
 from agemapper.images import contrasts, subjects
 from agemapper.networks.training import load_model
-from conftest import REPO, original_state_dict, write_released_splits
+from conftest import REPO, write_released_splits
 
 
 def _agemapper(*args, cwd):
@@ -46,7 +47,7 @@ def test_help_lists_the_tools(tmp_path):
 
 def test_import_original_works_from_another_directory(tmp_path):
     """The default contrast table is the repository's, wherever the command runs."""
-    torch.save(original_state_dict(), tmp_path / "orig.pth.tar")
+    torch.save(_original_state_dict(), tmp_path / "orig.pth.tar")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     res = _agemapper(
@@ -62,7 +63,7 @@ def test_import_original_works_from_another_directory(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path):
-    torch.save(original_state_dict(), tmp_path / "orig.pth.tar")
+    torch.save(_original_state_dict(), tmp_path / "orig.pth.tar")
     res = _agemapper(
         "import-original", "orig.pth.tar", "m.safetensors", "--contrast", "T3", cwd=tmp_path
     )

@@ -4,12 +4,32 @@ import torch
 from agemapper.errors import InputDataError
 from agemapper.networks.legacy import convert, load_original, main
 from agemapper.networks.training import load_model
-from conftest import original_state_dict
+
+
+def _original_state_dict(prefix=""):
+    """Parameter names and shapes of the release's AgeMapper (built here, not loaded)."""
+    g = torch.Generator().manual_seed(0)
+    state, c_in = {}, 1
+    for i, c in enumerate((32, 64, 64, 64, 64)):
+        p = f"{prefix}Feature_Extractor.Convolution_{i}"
+        state[f"{p}.0.weight"] = torch.randn(c, c_in, 3, 3, 3, generator=g)
+        state[f"{p}.1.weight"] = torch.rand(c, generator=g)
+        state[f"{p}.1.bias"] = torch.randn(c, generator=g)
+        state[f"{p}.1.running_mean"] = torch.randn(c, generator=g)
+        state[f"{p}.1.running_var"] = torch.rand(c, generator=g) + 0.5
+        state[f"{p}.1.num_batches_tracked"] = torch.tensor(1234)
+        c_in = c
+    for name, (o, i) in {"3": (96, 9600), "2": (32, 96), "1": (1, 32)}.items():
+        state[f"{prefix}FullyConnected.FullyConnected_{name}.weight"] = torch.randn(
+            o, i, generator=g
+        )
+        state[f"{prefix}FullyConnected.FullyConnected_{name}.bias"] = torch.randn(o, generator=g)
+    return state
 
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_original_release_weights_are_imported(tmp_path, prefix):
-    state = original_state_dict(prefix)
+    state = _original_state_dict(prefix)
     path = tmp_path / "T1_nonlinear_male_1.pth.tar"
     torch.save({"state_dict": state, "epoch": 97}, path)
     model = load_original(path)
@@ -28,7 +48,7 @@ def test_original_release_weights_are_imported(tmp_path, prefix):
 
 
 def test_converted_model_carries_its_input_contract(tmp_path):
-    torch.save(original_state_dict(), tmp_path / "orig.pth.tar")
+    torch.save(_original_state_dict(), tmp_path / "orig.pth.tar")
     main(
         [
             str(tmp_path / "orig.pth.tar"),
@@ -47,7 +67,7 @@ def test_converted_model_carries_its_input_contract(tmp_path):
 
 
 def test_foreign_parameters_are_refused(tmp_path):
-    state = original_state_dict()
+    state = _original_state_dict()
     state["Classifier.Convolution_6.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "x.pth.tar")
     with pytest.raises(InputDataError, match="unexpected parameter"):
