@@ -181,7 +181,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert (results / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert not list((results / "cache").glob("*/*.cache"))  # caches are temporary
     assert not list(results.rglob("*.tmp*"))
-    assert "epoch 2/2" in (results / "logs/train_networks/T1_nonlinear_female.log").read_text()
+    assert "2/2 epochs" in (results / "logs/train_networks/T1_nonlinear_female.log").read_text()
 
     report = _run(["--report", str(tmp_path / "report.html"), *args], cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
