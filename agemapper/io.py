@@ -2,6 +2,8 @@
 
 Every file this package produces is written to a temporary name in the same directory and
 renamed into place, so a job killed mid-write never leaves a file that looks complete.
+Hand-written (twenty lines over ``tempfile`` and ``os.replace``): the library that did this,
+``atomicwrites``, is archived and unmaintained.
 """
 
 from __future__ import annotations

@@ -148,6 +148,12 @@ def test_multiple_comparison_corrections_match_statsmodels():
     assert np.allclose(q[ok], multipletests(p[ok], method="fdr_bh")[1])
     assert np.allclose(A.bonferroni(p)[ok], multipletests(p[ok], method="bonferroni")[1])
     assert np.isnan(q[-1])
+    # by hand: 3 tests (NaN is not one); BH ranks 0.01 < 0.03 < 0.04 -> 0.03, 0.045, 0.04, then
+    # the running minimum from the top
+    small = np.array([0.01, 0.04, 0.03, np.nan])
+    assert np.allclose(A.bonferroni(small), [0.03, 0.12, 0.09, np.nan], equal_nan=True)
+    assert np.allclose(A.fdr_bh(small), [0.03, 0.04, 0.04, np.nan], equal_nan=True)
+    assert np.isnan(A.fdr_bh(np.array([np.nan, np.nan]))).all() and A.bonferroni([]).size == 0
 
 
 def test_rank_deficient_confounds_in_a_subset():

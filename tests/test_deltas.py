@@ -92,3 +92,18 @@ def test_missing_or_non_finite_predictions_are_errors(tmp_path):
     assert len(read_predictions([good, empty], may_be_empty=[empty])) == 1
     with pytest.raises(InputDataError, match=r"1 predicted ages are not finite .*subject 2"):
         read_predictions([nan])
+
+
+def test_pearson_is_scipys_r_and_nan_where_undefined():
+    import warnings
+
+    from agemapper.stats.correlation import pearson
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an undefined r is NaN, not a warning
+        assert np.isnan(pearson(x, np.full(50, 0.1)))
+        assert np.isnan(pearson([1.0, 2.0], [3.0, 5.0]))

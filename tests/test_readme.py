@@ -54,9 +54,11 @@ APPLY = (
     "config/apply.yaml"
 )
 LEGACY = (
-    "python -m agemapper.networks.legacy ORIGINAL.pth.tar "
+    "agemapper import-original ORIGINAL.pth.tar "
     "results/models/T1_nonlinear/female/replicate-1/model.safetensors --contrast T1_nonlinear"
 )
+LOCKED = "python3 -m venv .venv && .venv/bin/pip install -r requirements.lock.txt -e ."
+HELP = ["agemapper --help", "agemapper import-original --help"]
 FORCE_TWO = (
     "snakemake --profile slurm results/deltas/all.csv --forcerun "
     "results/models/T1_nonlinear/female/replicate-1/model.safetensors "
@@ -96,6 +98,8 @@ BENCHMARKS = [
     "python benchmarks/train_throughput.py",
     "python benchmarks/train_throughput.py --device cpu --subjects 12 --batch 2 --steps 2 "
     "--warmup 1 --workers 2",
+    "python benchmarks/ensembles.py",
+    "python benchmarks/ensembles.py --nonnegative",
     "python benchmarks/precision_accuracy.py T1_nonlinear tbss_FA_s --seeds 0 1",
 ]
 ELSEWHERE = {
@@ -103,6 +107,11 @@ ELSEWHERE = {
     'pytest -m "not slurm"': "a subset of the test command CI runs",
     "python3 tests/slurm_cluster.py install": "CI: .ci/run runs it before the tests",
     "squeue --me": "tests/test_slurm.py::test_readme_slurm_tool_runs, on the test cluster",
+    # no conda channel is reachable from this project's machines (PyPI, Debian and npm only);
+    # tests/test_packaging.py checks environment.lock.yml against requirements.lock.txt, whose
+    # pip line runs for real in the demo clone
+    "conda env create -f environment.lock.yml": "needs conda; its pins are checked instead",
+    "conda activate agemapper-lock": "needs conda; see the line above",
 }
 PLAN = {
     **{c: "demo clone, for real" for c in DEMO},
@@ -111,6 +120,8 @@ PLAN = {
     STUDY_ASSOC: "study clone, rehearsal, for real",
     APPLY: "apply clone, for real",
     LEGACY: "import clone, for real",
+    LOCKED: "demo clone, for real, after the demo",
+    **{c: "import clone, for real" for c in HELP},
     **{c: "smoke mode (--small/--tiny)" for c in BENCHMARKS},
     **ELSEWHERE,
 }
@@ -241,6 +252,10 @@ def test_demo_commands_run_as_written(tmp_path):
             assert "Nothing to be done" in res.output, command
     html = (clone / "report.html").read_text()
     assert "Brain age" in html and "Associations" in html and "manhattan.png" in html
+
+    # the pinned environment installs over the demo's (the same venv; only pins that differ)
+    res = shell(LOCKED, clone, timeout=1800)
+    assert res.returncode == 0, res.output[-3000:]
 
     # the README's smoke-mode benchmark that needs a demo run: on this one
     res = shell(BENCHMARKS[-1] + " --small", clone, timeout=900)
@@ -440,6 +455,9 @@ def test_original_network_import_runs_as_written(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     out = clone / "results/models/T1_nonlinear/female/replicate-1/model.safetensors"
     assert out.stat().st_size > 5_000_000  # 1.3 M float32 parameters
+    for command in HELP:
+        res = shell(command, clone)
+        assert res.returncode == 0 and "usage: agemapper" in res.output, res.output[-2000:]
 
 
 @pytest.mark.parametrize("command", BENCHMARKS[:-1])

@@ -19,7 +19,6 @@ import json
 import logging
 import signal
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +42,7 @@ from agemapper.images.intensity import (
 )
 from agemapper.images.nifti import load_volume
 from agemapper.io import write_json, write_table
+from agemapper.progress import Progress
 from agemapper.qc import QCLog
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,6 @@ def preprocess_split(
 
     stats: dict[int, dict] = {}
     stopped: list[int] = []
-    start = time.monotonic()
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
     handlers = _catch_signals(stopped)
@@ -227,7 +226,7 @@ def preprocess_split(
             if writer.done:
                 log.info("%s: resumed with %d of %d subjects done", where, len(writer.done), n)
             todo = [i for i in range(n) if i not in writer.done]
-            every = max(1, len(todo) // 10)
+            progress = Progress(where, n, "subject", log=log, done=len(writer.done))
             with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
                 for k, (i, result) in enumerate(zip(todo, pool.map(work, todo), strict=True)):
                     if isinstance(result, InputDataError):
@@ -237,13 +236,7 @@ def preprocess_split(
                         stats[i]["cache_bytes"] = writer.write(
                             i, volume, {"stats": stats[i], "source": stamp}
                         )
-                    if (k + 1) % every == 0 or k + 1 == len(todo):
-                        rate = (k + 1) / (time.monotonic() - start)
-                        log.info(
-                            "%s: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-                            contrast.name, len(writer.done) + k + 1, n, rate,
-                            (len(todo) - k - 1) / rate,
-                        )  # fmt: skip
+                    progress.update(len(writer.done) + k + 1)
                     if stopped:
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise Interrupted(

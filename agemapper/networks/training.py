@@ -39,6 +39,7 @@ from agemapper.networks.serialization import (
     save_tensors,
     unflatten_state,
 )
+from agemapper.progress import Progress
 from agemapper.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class Trainer:
         self.batch_start = 0  # next batch within the current epoch
         self.perm: torch.Tensor | None = None
         self.epoch_seconds = 0.0
+        self.progress: Progress | None = None  # the epoch log line, set by run()
         self._signal = None
 
     # -- construction
@@ -367,21 +369,18 @@ class Trainer:
                 f"lr {h['lr']:.1e}{' (stopped early)' if rep.stopped else ''}"
             )
         self.epoch_seconds = 0.0
-        remaining = max_epochs - self.epoch
-        log.info(
-            "%s epoch %d/%d %.1f s, ETA <= %.0f s | %s",
-            self.describe,
-            self.epoch,
-            max_epochs,
-            seconds,
-            seconds * remaining,
-            " | ".join(lines),
-        )
+        if self.progress is None:  # outside run()
+            self.progress = Progress(self.describe, max_epochs, "epoch", log=log, every=1)
+        self.progress.update(self.epoch, f"last {seconds:.1f} s | " + " | ".join(lines))
 
     def run(self) -> None:
         """Train until every replicate stops early or reaches the epoch limit."""
         self.try_resume()
         max_epochs = int(self.training.get("epochs", 250))
+        # early stopping may end sooner: the ETA is a bound
+        self.progress = Progress(
+            self.describe, max_epochs, "epoch", log=log, every=1, done=self.epoch, upper_bound=True
+        )
         bs = int(self.training.get("batch_size", 12))
         n = len(self.train)
         log.info(

@@ -16,15 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from agemapper.stats.correlation import pearson
 from agemapper.stats.nidps import parse_column
 from agemapper.synth.cohort import family_of
-
-
-def _r(x, y) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def brain_age(deltas: pd.DataFrame, metrics: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -46,14 +40,16 @@ def brain_age(deltas: pd.DataFrame, metrics: pd.DataFrame, truth: pd.DataFrame) 
                 "mae_mean_age_baseline": float(m.mae_mean_age_baseline.iloc[0])
                 if len(m)
                 else np.nan,
-                "r_delta_corrected_age": _r(g.delta_corrected, g.age),
-                "r_delta_corrected_true": _r(g.delta_corrected, g.true_delta)
+                "r_delta_corrected_age": pearson(g.delta_corrected, g.age),
+                "r_delta_corrected_true": pearson(g.delta_corrected, g.true_delta)
                 if has_truth
                 else np.nan,
                 # the estimation error (corrected - true delta) is what the correction
                 # de-biases; unlike the delta itself it does not inherit the sample's chance
                 # correlation between true deltas and age
-                "r_error_age": _r(g.delta_corrected - g.true_delta, g.age) if has_truth else np.nan,
+                "r_error_age": pearson(g.delta_corrected - g.true_delta, g.age)
+                if has_truth
+                else np.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -63,7 +59,7 @@ def pooled_age_correlation(deltas: pd.DataFrame) -> pd.Series:
     """r(corrected delta, age) per contrast on the test split, both sexes together."""
     test = deltas[deltas.split == "test"]
     return pd.Series(
-        {c: _r(g.delta_corrected, g.age) for c, g in test.groupby("contrast", sort=False)}
+        {c: pearson(g.delta_corrected, g.age) for c, g in test.groupby("contrast", sort=False)}
     )
 
 

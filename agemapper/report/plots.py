@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from agemapper.io import atomic_path  # noqa: E402
+from agemapper.stats.correlation import pearson  # noqa: E402
 
 
 def predicted_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:
@@ -77,8 +78,7 @@ def delta_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:
     fig, axes = _grid(len(contrasts))
     for ax, contrast in zip(axes, contrasts, strict=False):
         part = data[data.contrast == contrast]
-        r_raw = np.corrcoef(part.delta, part.age)[0, 1] if len(part) > 2 else np.nan
-        r_cor = np.corrcoef(part.delta_corrected, part.age)[0, 1] if len(part) > 2 else np.nan
+        r_raw, r_cor = pearson(part.delta, part.age), pearson(part.delta_corrected, part.age)
         ax.scatter(
             part.age, part.delta, s=7, color="0.6", alpha=0.6, label=f"raw (r = {r_raw:.2f})"
         )

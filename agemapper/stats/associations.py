@@ -22,6 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ def design_matrix(
     parts, names = [np.ones((len(frame), 1))], ["intercept"]
     for col in columns:
         values = frame[col]
-        if col in categorical:
-            levels = sorted(values.dropna().unique(), key=str)
-            for level in levels[1:]:  # first level is the reference
-                parts.append((values == level).to_numpy(float)[:, None])
-                names.append(f"{col}={level}")
+        if col in categorical:  # one 0/1 column per level but the first (the reference)
+            levels = values.astype(str).where(values.notna())  # sorted as text; NaN: all 0
+            dummies = pd.get_dummies(levels, prefix=col, prefix_sep="=", drop_first=True)
+            parts.append(dummies.to_numpy(float))
+            names += list(dummies.columns)
             continue
         x = values.to_numpy(float)
         sd = x.std()
@@ -238,26 +239,25 @@ def p_values(t: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(log_p), -log_p / np.log(10.0)
 
 
+def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
+    """p-values adjusted over their non-NaN entries by statsmodels' ``multipletests``
+    (``bonferroni``, ``fdr_bh``, ...); NaN stays NaN and is not counted as a test.
+    """
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
 def bonferroni(p: np.ndarray) -> np.ndarray:
-    return np.minimum(p * np.count_nonzero(~np.isnan(p)), 1.0)
+    return adjust_p(p, "bonferroni")
 
 
 def fdr_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN."""
-    p = np.asarray(p, float)
-    q = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    pv = p[ok]
-    m = len(pv)
-    if m == 0:
-        return q
-    order = np.argsort(pv)
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    adj = np.empty(m)
-    adj[order] = np.minimum(ranked, 1.0)
-    q[ok] = adj
-    return q
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
+    return adjust_p(p, "fdr_bh")
 
 
 def associate(

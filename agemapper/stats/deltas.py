@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from agemapper.stats.correlation import pearson
 
 METHODS = ("smith2019", "linear")
 TERMS = ("age", "age2", "age3")
@@ -68,12 +69,6 @@ def fit_bias_correction(age, predicted, method: str = "smith2019", terms=("age",
     X = corr.design(age)
     beta, *_ = np.linalg.lstsq(X, predicted - age, rcond=None)
     return BiasCorrection("smith2019", tuple(terms), corr.age_mean, scale, tuple(map(float, beta)))
-
-
-def _pearson(x, y) -> float:
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(stats.pearsonr(x, y)[0])
 
 
 CORRECTION_COLUMNS = ["contrast", "sex", "method", "terms", "age_mean", "age_scale", "coef"]
@@ -154,10 +149,10 @@ def correct_deltas(
                     "split": split,
                     "n": len(part),
                     "mae": float(part.delta.abs().mean()),
-                    "r_predicted_age": _pearson(part.predicted, part.age),
-                    "r_delta_age": _pearson(part.delta, part.age),
+                    "r_predicted_age": pearson(part.predicted, part.age),
+                    "r_delta_age": pearson(part.delta, part.age),
                     "mae_corrected": float(part.delta_corrected.abs().mean()),
-                    "r_delta_corrected_age": _pearson(part.delta_corrected, part.age),
+                    "r_delta_corrected_age": pearson(part.delta_corrected, part.age),
                     "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
                     "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
                     "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,

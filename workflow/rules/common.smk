@@ -9,7 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 try:
     from agemapper import paths
-    from agemapper.images.contrasts import read_contrasts, select
+    from agemapper.images.contrasts import read_contrasts, read_table, select
     from agemapper.errors import AgeMapperError
     from agemapper import planning
 except ImportError as exc:
@@ -28,6 +28,9 @@ except AgeMapperError as exc:
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
+    validate(
+        read_table(config["contrasts_table"]), schema="../schemas/contrasts.schema.yaml"
+    )
     CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
     CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
 except AgeMapperError as exc:

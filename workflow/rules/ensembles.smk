@@ -31,5 +31,7 @@ rule combine_contrasts:
         "../envs/agemapper.yaml"
     params:
         ensembles=config.get("ensembles", {}),
+        # the run's base seed: the elastic net's cross-validation folds derive from it
+        seed=config["training"]["seed"],
     script:
         "../scripts/combine_contrasts.py"
