@@ -76,3 +76,22 @@ def test_weights_table_round_trip_reproduces_predictions():
     table = E.weights_table(fitted)
     again = E.from_weights_table(table)
     pd.testing.assert_frame_equal(E.apply(fitted, preds), E.apply(again, preds))
+
+
+def test_ensembles_of_each_replicate_give_the_ensemble_spread():
+    preds = _predictions(seed=4)
+    rng = np.random.default_rng(4)
+    preds["replicate_1"] = preds.predicted + rng.normal(0, 1, len(preds))
+    preds["replicate_2"] = 2 * preds.predicted - preds.replicate_1  # their mean is predicted
+    fitted = E.fit_all(preds, ["linear"])
+    out = E.apply(fitted, preds)
+    assert list(out.columns[-2:]) == ["replicate_1", "replicate_2"]
+    # the ensemble is linear, so the mean of the ensembles of each replicate is the ensemble
+    assert np.allclose(out[["replicate_1", "replicate_2"]].mean(axis=1), out.predicted)
+    one = fitted[0]
+    sub = preds[preds.sex == one.sex].pivot_table(
+        index="subject", columns="contrast", values="replicate_1"
+    )[one.contrasts]
+    expected = pd.Series(one.predict(sub.to_numpy()), index=sub.index)
+    got = out.set_index("subject").replicate_1
+    assert np.allclose(got.loc[expected.index], expected)
