@@ -297,3 +297,17 @@ def test_browser_page_is_self_contained(tmp_path):
     assert json.loads(unpack("manhattan"))["$schema"].startswith("https://vega.github.io/schema")
     assert html.count("</script>") == 7  # 6 packs and the glue
     assert len(html) < 1.5e6  # a data: URL in the HTML report must stay under 2 MB
+
+
+def test_nothing_significant_still_gives_every_figure_and_page(tmp_path):
+    rows = [r[:6] + (False, False, False) for r in HEATMAP_ROWS]
+    table = _assoc(rows)
+    assert tables.field_key(table.iloc[:0]).empty
+    counts = plots.significance_heatmap(table, tmp_path / "h.png", "fdr")
+    assert counts.to_numpy().sum() == 0
+    info = plots.manhattan(table, tmp_path / "m.png")
+    assert info["significant"] == 0 and info["labelled"] == []
+    meta = browser.write_browser(table, tmp_path / "b.html")
+    assert meta["significant"] == 0 and meta["loaded"] == len(table)
+    for name in ("h", "m"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == PNG

@@ -244,8 +244,13 @@ def manhattan_spec(data: dict) -> dict:
                 "category:N",
                 scale=alt.Scale(domain=list(data["colours"]), range=list(data["colours"].values())),
                 legend=alt.Legend(
-                    title="category (significant tests)", symbolLimit=40, labelLimit=280
-                ),
+                    title="category (significant tests)",
+                    values=tables.category_order(data["meta"]["summary_categories"]),
+                    symbolLimit=40,
+                    labelLimit=280,
+                )
+                if data["meta"]["summary_categories"]
+                else None,
             ),
             stroke=alt.condition(
                 "datum.replicated === true", alt.value("#000000"), alt.value("transparent")

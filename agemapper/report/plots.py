@@ -15,6 +15,8 @@ import pandas as pd  # noqa: E402
 from agemapper.io import atomic_path  # noqa: E402
 from agemapper.report import tables  # noqa: E402
 
+SEX_COLOURS = {"female": "#c0392b", "male": "#2166ac", "pooled": "#555555"}
+
 
 def predicted_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:
     """One panel per contrast: predicted (replicate mean) vs chronological age, by sex."""
@@ -26,7 +28,8 @@ def predicted_vs_age(deltas: pd.DataFrame, path, split: str = "test") -> None:
     lo, hi = (data.age.min() - 3, data.age.max() + 3) if len(data) else (40, 90)
     for ax, contrast in zip(axes.flat, contrasts, strict=False):
         part = data[data.contrast == contrast]
-        for sex, colour in (("female", "tab:red"), ("male", "tab:blue")):
+        for sex in ("female", "male"):
+            colour = SEX_COLOURS[sex]
             s = part[part.sex == sex]
             if len(s):
                 mae = np.abs(s.predicted - s.age).mean()
@@ -73,9 +76,6 @@ def _grid(n: int, ncol: int = 4, size=(3.6, 3.2), **kwargs):
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return fig, list(axes.flat)
-
-
-SEX_COLOURS = {"female": "#c0392b", "male": "#2166ac", "pooled": "#555555"}
 
 
 def _sex_colour(sex: str) -> str:

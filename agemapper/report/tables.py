@@ -32,9 +32,9 @@ def field_key(table: pd.DataFrame) -> pd.Series:
     """One key per UK Biobank field: instances (4080-2.0 / 4080-3.0), array entries
     (4080-2.1) and categorical levels (20116-2.0=1) of one field share it. Columns that are not
     named ``field-instance.array`` are their own key."""
-    base = table.nidp.astype(str).str.partition("=")[0]
-    shaped = base.str.fullmatch(r"\d+-\d+\.\d+")
-    key = base.where(~shaped, base.str.partition("-")[0])
+    base = table.nidp.astype(str).str.split("=", n=1).str[0]
+    shaped = base.str.fullmatch(r"\d+-\d+\.\d+").astype(bool)
+    key = base.where(~shaped, base.str.split("-", n=1).str[0])
     if "field" in table.columns:
         field = table.field.astype("string").fillna("").str.replace(r"\.0$", "", regex=True)
         key = field.where(field != "", key).astype(str)
