@@ -14,9 +14,21 @@ import pandas as pd
 import pytest
 import yaml
 
+import browser_checks
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# the tables of the demo's report, as pages (results/report/NAME.html)
+PAGES = (
+    "metrics",
+    "uncertainty",
+    "weights",
+    "qc",
+    "significant",
+    "associations",
+    "dropped",
+    "scale_factors",
+)
 
 
 def _run(args, cwd, timeout=900):
@@ -138,6 +150,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert set(deltas.contrast) == contrasts | ensembles
     assert set(deltas.split) == {"validation", "test"}
     assert len(deltas) == 6 * 2 * (4 + 20)
+    assert deltas.predicted_sd.notna().all() and (deltas.predicted_sd >= 0).all()
     weights = pd.read_csv(results / "ensembles/weights.tsv", sep="\t")
     assert set(weights.term) == contrasts | {"(intercept)"}
     table = pd.read_csv(results / "associations/all.tsv", sep="\t")
@@ -156,7 +169,7 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "n_B",
         "r_B",
         "p_B",
-        "p_B_corrected",
+        "p_B_fdr",
         "replicated",
     } <= set(table.columns)
     assert set(table.sex) == {"female", "pooled"}
@@ -177,8 +190,18 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
         "manhattan",
         "significance_heatmap",
         "training/tbss_FA_s_male",
+        "uncertainty",
     ):
         assert (results / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    for page in (*(f"report/{name}" for name in PAGES), "evaluation/synthetic_truth"):
+        html = (results / f"{page}.html").read_text()
+        assert "Synthetic cohort." in html and "<table" in html, page
+    assert "none: no subject was left out" in (results / "report/qc.html").read_text()
+    browser = results / "associations/browser.html"
+    if browser_checks.missing() is None or os.environ.get("AGEMAPPER_REQUIRE_BROWSER"):
+        browser_checks.require()
+        seen = browser_checks.check_browser_page(browser, tmp_path / "browser.png")
+        assert seen["rows"] == len(table)
     assert not list((results / "cache").glob("*/*.cache"))  # caches are temporary
     assert not list(results.rglob("*.tmp*"))
     assert "epoch 2/2" in (results / "logs/train_networks/T1_nonlinear_female.log").read_text()
@@ -188,6 +211,9 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "Brain age" in html and "Associations" in html and "Training" in html
     assert "predicted_vs_age.png" in html and "manhattan.png" in html
+    assert "browser.html" in html and "synthetic_truth.html" in html
+    assert all(f"{name}.html" in html for name in PAGES)
+    assert "Synthetic cohort." in html  # the banner of the workflow description
 
     _check_apply_mode(tmp_path, config)
 
