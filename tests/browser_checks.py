@@ -257,3 +257,47 @@ def check_browser_page(page: Path, screenshot: Path | None = None, timeout: floa
         assert not errors, f"console errors: {errors}"
         ready_ms = float(driver.execute_script("return document.body.dataset.ready"))
     return {"load_s": load_s, "ready_ms": ready_ms, "rows": total, "clicked": clicked}
+
+
+def check_table_page(page: Path) -> dict:
+    """A table page (agemapper.report.pages): loads without a console error, the first numeric
+    column sorts both ways on a click, typing in the filter box narrows the rows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with chromium() as driver:
+        driver.get(Path(page).resolve().as_uri())
+        rows = driver.execute_script(
+            "return document.querySelectorAll('table.data tbody tr').length"
+        )
+        k = driver.execute_script(
+            "return [...document.querySelectorAll('table.data')[0].tHead.rows[0].cells]"
+            ".findIndex(th => th.dataset.type === 'num')"
+        )
+        values = (
+            "return [...document.querySelectorAll('table.data')[0].tBodies[0].rows]"
+            ".map(r => r.cells[arguments[0]].dataset.v).filter(v => v !== '').map(Number)"
+        )
+        header = driver.find_elements(By.CSS_SELECTOR, "table.data th")[k]
+        _click(driver, header)
+        up = driver.execute_script(values, k)
+        _click(driver, header)
+        down = driver.execute_script(values, k)
+        assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) > 1
+        box = driver.find_element(By.CSS_SELECTOR, "input.filter")
+        first = driver.execute_script(
+            "return document.querySelector('table.data tbody tr').cells[0].textContent"
+        )
+        box.send_keys(first)
+        WebDriverWait(driver, 10).until(
+            lambda d: "of" in d.find_element(By.CSS_SELECTOR, "span.count").text
+        )
+        shown = driver.execute_script(
+            "return [...document.querySelectorAll('table.data tbody tr')].filter(r => !r.hidden)"
+            ".length"
+        )
+        text = driver.find_element(By.CSS_SELECTOR, "span.count").text
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, f"console errors: {errors}"
+    assert 0 < shown <= rows and text == f"{shown} of {rows} rows shown"
+    return {"rows": rows, "shown": shown}

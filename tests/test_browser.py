@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
+import pandas as pd
+
 import browser_checks
 from agemapper.report.browser import write_browser
 from conftest import REPO
@@ -41,3 +44,20 @@ def test_browser_at_study_scale_570000_tests(tmp_path):
     seen = browser_checks.check_browser_page(tmp_path / "browser.html", timeout=180)
     assert seen["rows"] == meta["loaded"]
     assert seen["ready_ms"] < 30_000  # measured 2-3 s on a loaded 2-core machine
+
+
+def test_table_pages_sort_and_filter(tmp_path):
+    browser_checks.require()
+    from agemapper.report import pages
+
+    frame = pd.DataFrame(
+        {
+            "contrast": ["swi", "T1", "vbm", "swi", "T1"],
+            "sex": ["female", "male", "female", "male", "female"],
+            "mae": [3.1, 2.5, np.nan, 2.9, 2.7],
+            "n": [120, 118, 119, 117, 116],
+        }
+    )
+    pages.write_table_page(tmp_path / "t.html", frame, "A table", synthetic=True)
+    seen = browser_checks.check_table_page(tmp_path / "t.html")
+    assert seen == {"rows": 5, "shown": 2}  # "swi"

@@ -1,21 +1,25 @@
-// Glue for a table page: sort by a column (click its header; again to reverse) and filter rows
-// by text. Numbers sort by their value (data-v), text alphabetically; empty cells sort last.
-for (const table of document.querySelectorAll("table.data")) {
+// Glue for the table pages: sort a table by a column (click its header; again to reverse) and
+// filter the rows of every table on the page by text. Numbers sort by their value (data-v),
+// text alphabetically; empty cells sort last.
+const filter = document.querySelector("input.filter");
+const count = document.querySelector("span.count");
+const tables = [...document.querySelectorAll("table.data")];
+const allRows = tables.flatMap((table) => [...table.tBodies[0].rows]);
+
+function show() {
+  const needle = filter ? filter.value.trim().toLowerCase() : "";
+  let shown = 0;
+  for (const row of allRows) {
+    const keep = !needle || row.textContent.toLowerCase().includes(needle);
+    row.hidden = !keep;
+    shown += keep;
+  }
+  if (count) count.textContent = `${shown} of ${allRows.length} rows shown`;
+}
+
+for (const table of tables) {
   const body = table.tBodies[0];
-  const rows = Array.from(body.rows);
-  const filter = document.querySelector("input.filter");
-  const count = document.querySelector("span.count");
-  const show = () => {
-    const needle = filter ? filter.value.trim().toLowerCase() : "";
-    let shown = 0;
-    for (const row of rows) {
-      const keep = !needle || row.textContent.toLowerCase().includes(needle);
-      row.hidden = !keep;
-      shown += keep;
-    }
-    if (count) count.textContent = `${shown} of ${rows.length} rows shown`;
-  };
-  if (filter) filter.addEventListener("input", show);
+  const rows = [...body.rows];
   table.tHead.querySelectorAll("th").forEach((th, k) => {
     th.addEventListener("click", () => {
       const ascending = th.dataset.order !== "asc";
@@ -32,5 +36,6 @@ for (const table of document.querySelectorAll("table.data")) {
       body.append(...rows);
     });
   });
-  show();
 }
+if (filter) filter.addEventListener("input", show);
+show();
