@@ -32,6 +32,7 @@ import pandas as pd
 from agemapper.io import write_text
 from agemapper.report import tables
 from agemapper.report.pages import SYNTHETIC_BANNER, escape, style
+from agemapper.stats.associations import find_replication_p_column
 
 MAX_ROWS = 25_000  # a table with at most this many tests is loaded whole
 BACKGROUND = 20_000  # otherwise: every significant test + this many others ...
@@ -88,7 +89,7 @@ def payload(
     nidp_index = {n: i for i, n in enumerate(nidps.nidp.astype(str))}
     category_index = {c: i for i, c in enumerate(categories)}
     p_col = f"p_{significance}"
-    p_b_col = next((c for c in ("p_B_fdr", "p_B_bonferroni") if c in rows.columns), None)
+    p_b_col = find_replication_p_column(rows)
     replication = "r_B" in rows.columns
 
     def num(column):
