@@ -93,6 +93,15 @@ SIGNIFICANT = f"{ROOT}/associations/significant.tsv"
 DROPPED_NIDPS = f"{ROOT}/associations/dropped_nidps.tsv"
 EVALUATION = f"{ROOT}/evaluation/synthetic_truth.txt"
 EVALUATION_TABLE = f"{ROOT}/evaluation/synthetic_truth.tsv"
+EVALUATION_PAGE = f"{ROOT}/evaluation/synthetic_truth.html"
+BROWSER = f"{ROOT}/associations/browser.html"
+UNCERTAINTY = f"{ROOT}/deltas/uncertainty.tsv"
+PLOT_UNCERTAINTY = f"{ROOT}/plots/uncertainty.png"
+
+
+def report_page(name: str) -> str:
+    """A table of the report as an HTML page (``agemapper.report.pages.TABLE_PAGES``)."""
+    return f"{ROOT}/report/{name}.html"
 
 
 def log(rule: str, *entities) -> str:

@@ -277,8 +277,9 @@ def test_replication_rule_sign_and_correction_over_the_discoveries():
     assert top.significant_bonferroni[["1-2.0", "2-2.0", "3-2.0", "4-2.0"]].all()
     assert top.loc["3-2.0", "p_B"] < 0.05
     # carried: 4 discoveries, so p_B is multiplied by 4 (the absent one counts, with p = 1)
-    assert top.loc["1-2.0", "p_B_corrected"] == pytest.approx(4 * top.loc["1-2.0", "p_B"])
-    assert np.isnan(top.loc["4-2.0", "p_B_corrected"]) and pd.isna(top.loc["4-2.0", "n_B"])
+    assert "p_B_corrected" not in out.columns and "p_B_fdr" not in out.columns
+    assert top.loc["1-2.0", "p_B_bonferroni"] == pytest.approx(4 * top.loc["1-2.0", "p_B"])
+    assert np.isnan(top.loc["4-2.0", "p_B_bonferroni"]) and pd.isna(top.loc["4-2.0", "n_B"])
     assert top.replicated.to_dict() == {k: k == "1-2.0" for k in top.index}
     assert out.n_B.dtype == "Int64" and out.df_B.dtype == "Int64"
     # FDR over the discoveries instead: BH over the 4 carried p_B (missing one as 1)
@@ -286,7 +287,7 @@ def test_replication_rule_sign_and_correction_over_the_discoveries():
     found = fdr[fdr.significant_fdr]
     carried = found.p_B.fillna(1.0).to_numpy()
     expected = multipletests(carried, method="fdr_bh")[1]
-    got = found.p_B_corrected.to_numpy()
+    got = found.p_B_fdr.to_numpy()
     assert np.allclose(got[~np.isnan(got)], expected[~np.isnan(found.p_B.to_numpy())])
     assert fdr.loc["1-2.0", "replicated"] and not fdr.loc["2-2.0", "replicated"]
 
@@ -295,7 +296,7 @@ def test_no_discovery_no_replication_columns_stay_empty():
     disc = _tests([("T1", "male", f"{i}-2.0", 300, 0.01, 290) for i in range(10)])
     out = A.discover_and_replicate(disc, disc, alpha=0.05)
     assert not out.significant_fdr.any() and not out.replicated.any()
-    assert out.p_B_corrected.isna().all() and out.p_B.notna().all()
+    assert out.p_B_fdr.isna().all() and out.p_B.notna().all()
 
 
 def _cohort(n=400, seed=3):
@@ -381,7 +382,8 @@ def test_run_associations_discovery_replication_files(tmp_path):
     A.run_associations(p["deltas"], p["nidps"], p["confounds"], CFG, *out.values())
     table = pd.read_csv(out["all"], sep="\t")
     assert list(table.columns[:6]) == ["contrast", "sex", "nidp", "field", "title", "category"]
-    assert list(table.columns[-8:]) == [*A.REPLICATION_COLUMNS, "replicated"]
+    assert list(table.columns[-8:]) == [*A.REPLICATION_COLUMNS, "p_B_fdr", "replicated"]
+    assert A.find_replication_p_column(table) == "p_B_fdr"
     assert set(table.sex) == {"female", "male", "pooled"}
     assert (np.diff(table.neglog10_p) <= 0).all()  # most significant first
     assert "20116-2.0=2" in set(table.nidp) and "20116-2.0" not in set(table.nidp)

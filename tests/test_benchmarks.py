@@ -68,3 +68,15 @@ def test_train_throughput_smoke(tmp_path, capsys):
         assert figures[path]["samples_per_s"] > 0
     assert figures["cache_mb_per_volume"] < figures["dense_mb_per_volume"]
     assert figures["study_gpu_hours"]["original"] > 0
+
+
+def test_browser_benchmark_small_mode_builds_both_pages(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bb", REPO / "benchmarks/browser.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main(["--small", "--no-browser", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert "baseline: every test on the page" in text and "ours:" in text
+    assert figures["tests"] == 6 * 2 * 300
+    assert figures["baseline"]["loaded"] == figures["ours"]["loaded"] == figures["tests"]
+    assert (tmp_path / "browser.html").exists() and (tmp_path / "all_tests.html").exists()

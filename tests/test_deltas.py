@@ -69,6 +69,18 @@ def test_correct_deltas_table_and_metrics():
     test = metrics[metrics.split == "test"].iloc[0]
     assert test.r_delta_age < -0.3 and abs(test.r_delta_corrected_age) < 0.15
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
+    # the spread of the replicates, per subject: SD of (pred + 1, pred - 1) = sqrt(2)
+    assert deltas.columns[-1] == "predicted_sd"
+    assert np.allclose(deltas.predicted_sd, np.sqrt(2))
+    # the correction's coefficients, one labelled column each
+    assert "correction_coef" not in metrics.columns
+    fitted = metrics[["correction_intercept", "correction_age", "correction_age2"]]
+    assert fitted.notna().all().all() and (fitted.nunique() == 1).all()
+    _, linear, _ = correct_deltas(pd.concat(rows, ignore_index=True), method="linear")
+    assert {"correction_slope", "correction_intercept"} <= set(linear.columns)
+    assert 0 < linear.correction_slope.iloc[0] < 1  # regression to the mean
+    single = pd.concat(rows, ignore_index=True).drop(columns="replicate_2")
+    assert "predicted_sd" not in correct_deltas(single)[0].columns  # one replicate: no spread
 
 
 def test_missing_or_non_finite_predictions_are_errors(tmp_path):

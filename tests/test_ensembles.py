@@ -140,3 +140,22 @@ def test_elastic_net_folds_come_from_the_runs_seed():
         "elastic_net", wide, ages, "abcd", "male", seed=derive_seed(1, "ensembles", "male")
     )
     assert direct.details == runs[1].details
+
+
+def test_ensembles_of_each_replicate_give_the_ensemble_spread():
+    preds = _predictions(seed=4)
+    rng = np.random.default_rng(4)
+    preds["replicate_1"] = preds.predicted + rng.normal(0, 1, len(preds))
+    preds["replicate_2"] = 2 * preds.predicted - preds.replicate_1  # their mean is predicted
+    fitted = E.fit_all(preds, ["linear"])
+    out = E.apply(fitted, preds)
+    assert list(out.columns[-2:]) == ["replicate_1", "replicate_2"]
+    # the ensemble is linear, so the mean of the ensembles of each replicate is the ensemble
+    assert np.allclose(out[["replicate_1", "replicate_2"]].mean(axis=1), out.predicted)
+    one = fitted[0]
+    sub = preds[preds.sex == one.sex].pivot_table(
+        index="subject", columns="contrast", values="replicate_1"
+    )[one.contrasts]
+    expected = pd.Series(one.predict(sub.to_numpy()), index=sub.index)
+    got = out.set_index("subject").replicate_1
+    assert np.allclose(got.loc[expected.index], expected)

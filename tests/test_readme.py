@@ -35,6 +35,8 @@ import torch
 import yaml
 from readme_commands import REPO, shown_commands
 
+import browser_checks
+
 BIN = str(Path(sys.executable).parent)
 DEMO_LINE = (
     'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev]" '
@@ -87,6 +89,7 @@ DEMO = [
     "snakemake -c2 results/associations/significant.tsv",
     "snakemake -c2 results/associations/significant.tsv results/evaluation/synthetic_truth.txt",
     "snakemake --report report.html",
+    "snakemake --report report.zip",
     "snakemake --lint",
     "snakefmt --check Snakefile workflow/rules",
     "ruff check .",
@@ -100,8 +103,12 @@ BENCHMARKS = [
     "--warmup 1 --workers 2",
     "python benchmarks/ensembles.py",
     "python benchmarks/ensembles.py --nonnegative",
+    "python benchmarks/browser.py",
     "python benchmarks/precision_accuracy.py T1_nonlinear tbss_FA_s --seeds 0 1",
 ]
+# the tables of the demo's report, as pages (results/report/NAME.html)
+PAGES = ("metrics", "uncertainty", "weights", "qc", "significant", "associations", "dropped",
+         "scale_factors")  # fmt: skip
 ELSEWHERE = {
     TEST_LINE: "CI: .ci/run runs this line verbatim (test_ci_runs_the_readme_test_command)",
     'pytest -m "not slurm"': "a subset of the test command CI runs",
@@ -232,6 +239,7 @@ def test_demo_commands_run_as_written(tmp_path):
     assert set(deltas.contrast) == set(cfg["contrasts"]) | ensembles
     assert len(deltas) == len(set(deltas.contrast)) * 2 * (n_val + n_test)
     assert deltas[["predicted", "delta", "delta_corrected"]].notna().all().all()
+    assert deltas.predicted_sd.notna().all() and (deltas.predicted_sd >= 0).all()
     table = pd.read_csv(results / "associations/all.tsv", sep="\t")
     assert {"contrast", "sex", "nidp", "title", "r", "p", "p_bonferroni", "p_fdr", "r_B"} <= set(
         table.columns
@@ -239,8 +247,17 @@ def test_demo_commands_run_as_written(tmp_path):
     assert ensembles <= set(table.contrast)
     evaluation = (results / "evaluation/synthetic_truth.txt").read_text()
     assert "Brain age on the test split" in evaluation and "replicated" in evaluation
-    for plot in ("predicted_vs_age", "delta_vs_age", "mae", "manhattan", "significance_heatmap"):
+    for plot in ("predicted_vs_age", "delta_vs_age", "mae", "manhattan", "significance_heatmap",
+                 "uncertainty"):  # fmt: skip
         assert (results / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    for page in (*(f"report/{name}" for name in PAGES), "evaluation/synthetic_truth"):
+        html = (results / f"{page}.html").read_text()
+        assert "Synthetic cohort." in html and "<table" in html, page
+    browser = results / "associations/browser.html"
+    if browser_checks.missing() is None or os.environ.get("AGEMAPPER_REQUIRE_BROWSER"):
+        browser_checks.require()
+        seen = browser_checks.check_browser_page(browser, tmp_path / "browser.png")
+        assert seen["rows"] == len(table)
     assert not list((results / "cache").glob("*/*.cache"))  # caches are temporary
     assert not list(results.rglob("*.tmp*"))
     assert (results / "run.json").exists()
@@ -250,8 +267,12 @@ def test_demo_commands_run_as_written(tmp_path):
         assert res.returncode == 0, f"{command}\n{res.output[-4000:]}"
         if command.startswith("snakemake -c2"):
             assert "Nothing to be done" in res.output, command
+    assert (clone / "report.zip").stat().st_size > 100_000
     html = (clone / "report.html").read_text()
     assert "Brain age" in html and "Associations" in html and "manhattan.png" in html
+    assert "browser.html" in html and "synthetic_truth.html" in html
+    assert all(f"{name}.html" in html for name in PAGES)
+    assert "Synthetic cohort." in html  # the banner of the workflow description
 
     # the pinned environment installs over the demo's (the same venv; only pins that differ)
     res = shell(LOCKED, clone, timeout=1800)

@@ -527,3 +527,21 @@ def test_a_stopped_preprocessing_job_resumes_and_leaves_no_temporary_file(many_s
     assert resumed >= done - 1 and resumed >= 3
     assert (out / "c.cache").read_bytes() == expected  # the same bytes as an uninterrupted run
     assert not journal.exists() and not (d / "checkpoints/c.cache").exists()
+
+
+def test_empty_qc_tables_say_none_and_the_summary_skips_that_line(tmp_path):
+    from agemapper.io import write_table
+    from agemapper.qc import NONE, QCLog, read_tables
+
+    clean = QCLog("skip", "preprocess", contrast="swi", sex="male", split="test")
+    table = clean.table()
+    assert len(table) == 1 and table.problem[0] == NONE and table.contrast[0] == "swi"
+    assert clean.frame().empty and len(clean) == 0
+    dirty = QCLog("skip", "subjects")
+    dirty.handle(InputDataError("age is missing", subject="1000001", path="subjects.tsv"))
+    assert dirty.table().subject.tolist() == ["1000001"]
+    write_table(tmp_path / "a.tsv", table)
+    write_table(tmp_path / "b.tsv", dirty.table())
+    summary = read_tables([tmp_path / "a.tsv", tmp_path / "b.tsv"])
+    assert summary.subject.tolist() == ["1000001"]
+    assert read_tables([tmp_path / "a.tsv"]).empty

@@ -263,7 +263,7 @@ def preprocess_split(
         _restore_signals(handlers)
     write_table(manifest, table)
     if qc_table is not None:
-        write_table(qc_table, qclog.frame())
+        write_table(qc_table, qclog.table())
     if len(qclog):
         log.warning("%s: %d of %d subjects skipped by QC", contrast.name, len(qclog), n)
     write_json(
@@ -357,26 +357,40 @@ def open_cache(cache) -> tuple[VolumeCache, pd.DataFrame]:
     return arr, manifest
 
 
+# estimate / table ratios of scale factors beyond these are flagged (a factor 1.5 either way)
+PLAUSIBLE_SCALE_RATIO = (1 / 1.5, 1.5)
+
+
 def estimate_scale_factors(manifests: dict[str, pd.DataFrame], table: dict[str, Contrast]):
     """Scale factors recomputed from training manifests, beside the table's values.
 
     Our estimator is the mean over training subjects of each normalised volume's maximum (the
     release's values behave like it: 1.0 for binary lesion masks and ~1.0 for FA).
+
+    A ratio (estimate / table) outside ``PLAUSIBLE_SCALE_RATIO`` is flagged in ``flag``: the
+    network would then see intensities on another scale than the table's factor implies (a
+    wrong file, another software version's units, or a table meant for other data).
     """
+    lo, hi = PLAUSIBLE_SCALE_RATIO
     rows = []
     for name, manifest in manifests.items():
         mx = manifest["max_normalised"].to_numpy(dtype=float)
         ref = table[name].scale_factor
         est = float(mx.mean())
+        ratio = est / ref
         rows.append(
             {
                 "contrast": name,
                 "subjects": len(mx),
                 "table_scale_factor": ref,
                 "estimated_scale_factor": est,
-                "ratio": est / ref,
+                "ratio": ratio,
                 "max_of_max": float(mx.max()),
                 "median_p999": float(np.median(manifest["p999_normalised"])),
+                "flag": ""
+                if lo <= ratio <= hi
+                else f"implausible: the estimate is {ratio:.2f} x the table's "
+                f"(plausible {lo:.2f}-{hi:.2f})",
             }
         )
     return pd.DataFrame(rows)

@@ -389,7 +389,9 @@ def discover_and_replicate(
     subjects). Returns one row per discovery test, most significant first: the discovery
     columns of ``add_significance`` (Bonferroni and FDR over *all* discovery tests), then
     ``n_B``, ``r_B``, ``t_B``, ``df_B``, ``p_B``, ``neglog10_p_B`` (the same test in half B;
-    empty where it could not be run there), ``p_B_corrected`` and ``replicated``.
+    empty where it could not be run there), ``p_B_<significance>`` (``p_B_fdr`` or
+    ``p_B_bonferroni``: p_B corrected over the discoveries, see ``replication_p_column``) and
+    ``replicated``.
 
     The rule. A test is a *discovery* when its discovery p, corrected over all discovery tests
     by ``significance`` (``fdr``: Benjamini-Hochberg; ``bonferroni``), is below ``alpha``. A
@@ -418,7 +420,7 @@ def discover_and_replicate(
     corrected = np.full(len(table), np.nan)
     corrected[found] = (bonferroni if significance == "bonferroni" else fdr_bh)(carried)
     corrected[np.isnan(p_b)] = np.nan
-    table["p_B_corrected"] = corrected
+    table[replication_p_column(significance)] = corrected
     same_sign = np.sign(table.r_B.to_numpy(float)) == np.sign(table.r.to_numpy(float))
     table["replicated"] = found & same_sign & (np.nan_to_num(corrected, nan=1.0) < alpha)
     return table
@@ -440,7 +442,18 @@ OUTPUT_COLUMNS = [
     "significant_bonferroni",
     "significant_fdr",
 ]
-REPLICATION_COLUMNS = ["n_B", "r_B", "t_B", "df_B", "p_B", "neglog10_p_B", "p_B_corrected"]
+REPLICATION_COLUMNS = ["n_B", "r_B", "t_B", "df_B", "p_B", "neglog10_p_B"]
+
+
+def replication_p_column(significance: str) -> str:
+    """The column of p_B corrected over the discoveries, named after the method that did it."""
+    return f"p_B_{significance}"
+
+
+def find_replication_p_column(table: pd.DataFrame) -> str | None:
+    """The ``replication_p_column`` of a table written by this module (None without one)."""
+    found = [c for c in ("p_B_fdr", "p_B_bonferroni") if c in table.columns]
+    return found[0] if found else None
 
 
 def with_labels(table: pd.DataFrame) -> pd.DataFrame:
@@ -489,7 +502,7 @@ def run_associations(
     ``out_sig`` receives the discoveries, most significant first.
     """
     from agemapper.errors import ConfigError, InputDataError
-    from agemapper.io import write_table
+    from agemapper.io import READABLE_DIGITS, write_table
     from agemapper.stats.nidps import prepare, read_subject_table
 
     alpha = float(cfg.get("alpha", 0.05))
@@ -562,11 +575,13 @@ def run_associations(
             min_subjects,
         )
     significant = table[table[flag].astype(bool)]
-    write_table(out_all, table)
-    write_table(out_sig, significant)
+    write_table(out_all, table, digits=READABLE_DIGITS)
+    write_table(out_sig, significant, digits=READABLE_DIGITS)
+    if dropped.empty:  # say so, rather than leave a table with no rows
+        dropped = pd.DataFrame([{"nidp": "(none)", "reason": "no nIDP column or row left out"}])
     write_table(out_dropped, dropped)
     if out_qc is not None:
-        write_table(out_qc, qclog.frame())
+        write_table(out_qc, qclog.table())
     summary = f"{len(table)} tests, {len(significant)} significant ({significance} < {alpha})"
     if replication:
         summary = (

@@ -39,6 +39,12 @@ class BiasCorrection:
             cols.append(z**power)
         return np.column_stack(cols)
 
+    def coef_names(self) -> tuple[str, ...]:
+        """What each coefficient multiplies: ``predicted = slope * age + intercept`` (linear);
+        ``delta = intercept + age * z + age2 * z^2 ...`` with z the standardised age
+        ``(age - age_mean) / age_scale`` (smith2019)."""
+        return ("slope", "intercept") if self.method == "linear" else ("intercept", *self.terms)
+
     def apply(self, age, predicted) -> np.ndarray:
         age = np.asarray(age, float)
         predicted = np.asarray(predicted, float)
@@ -117,8 +123,11 @@ def correct_deltas(
     ``predictions`` has columns contrast, sex, subject, split, half, age, predicted and
     replicate_* columns. With ``stored`` corrections (from :func:`read_corrections`) nothing is
     fitted: a new cohort is corrected exactly as the original run's test split was. Returns
-    (deltas, metrics, corrections): one row per subject and contrast; one row per contrast, sex
-    and split with MAE and correlations before and after correction; the corrections used.
+    (deltas, metrics, corrections): one row per subject and contrast (with two or more
+    replicates, ``predicted_sd`` is the standard deviation of the replicates' predictions);
+    one row per contrast, sex and split with MAE and correlations before and after correction
+    and the correction's coefficients (``correction_<term>``, see ``coef_names``); the
+    corrections used.
     """
     from agemapper.errors import ConfigError
 
@@ -137,8 +146,10 @@ def correct_deltas(
         out["delta_corrected"] = corr.apply(out.age, out.predicted)
         out["predicted_corrected"] = out.age + out.delta_corrected
         out["contrast"] = contrast
-        rows.append(out)
         replicate_cols = [c for c in group.columns if c.startswith("replicate_")]
+        if len(replicate_cols) >= 2:  # how far the replicate networks disagree, per subject
+            out["predicted_sd"] = group[replicate_cols].std(axis=1, ddof=1)
+        rows.append(out)
         for split, part in out.groupby("split", sort=False):
             reps = group.loc[part.index, replicate_cols]
             rep_mae = (reps.sub(part.age, axis=0)).abs().mean()
@@ -161,7 +172,10 @@ def correct_deltas(
                         (part.age - (fit.age if len(fit) else part.age).mean()).abs().mean()
                     ),
                     "correction": corr.method,
-                    "correction_coef": " ".join(f"{c:.6g}" for c in corr.coef),
+                    **{
+                        f"correction_{name}": value
+                        for name, value in zip(corr.coef_names(), corr.coef, strict=True)
+                    },
                 }
             )
     columns = [
@@ -176,5 +190,7 @@ def correct_deltas(
         "predicted_corrected",
         "contrast",
     ]
+    if rows and all("predicted_sd" in r.columns for r in rows):
+        columns.append("predicted_sd")
     deltas = pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
     return deltas, pd.DataFrame(metrics), corrections_table(used)

@@ -127,8 +127,8 @@ def fit(method, X, y, contrasts, sex, nonnegative=False, l1_ratio=0.5, folds=5, 
     return Ensemble(method, sex, list(contrasts), np.asarray(weights), float(intercept), details)
 
 
-def _wide(predictions: pd.DataFrame, contrasts) -> pd.DataFrame:
-    wide = predictions.pivot_table(index="subject", columns="contrast", values="predicted")
+def _wide(predictions: pd.DataFrame, contrasts, values: str = "predicted") -> pd.DataFrame:
+    wide = predictions.pivot_table(index="subject", columns="contrast", values=values)
     return wide.reindex(columns=list(contrasts)).dropna()
 
 
@@ -172,7 +172,13 @@ def fit_all(
 
 
 def apply(ensembles: list[Ensemble], predictions: pd.DataFrame) -> pd.DataFrame:
-    """Ensemble predictions in the same long format as the contrasts' (one row per subject)."""
+    """Ensemble predictions in the same long format as the contrasts' (one row per subject).
+
+    ``replicate_k`` columns, where the contrasts have them, are the ensemble applied to the
+    k-th replicate network of every contrast: their spread is the ensemble's sensitivity to
+    the networks' initialisation, as the contrasts' own replicate columns are theirs.
+    """
+    replicates = sorted(c for c in predictions.columns if c.startswith("replicate_"))
     rows = []
     for ens in ensembles:
         part = predictions[predictions.sex == ens.sex]
@@ -183,8 +189,11 @@ def apply(ensembles: list[Ensemble], predictions: pd.DataFrame) -> pd.DataFrame:
         table = info[["sex", "split", "half", "age"]].reset_index()
         table.insert(0, "contrast", ens.name)
         table["predicted"] = ens.predict(wide.to_numpy())
+        for rep in replicates:
+            values = _wide(part, ens.contrasts, rep).reindex(wide.index)
+            table[rep] = ens.predict(values.to_numpy())
         rows.append(table)
-    columns = ["contrast", "subject", "sex", "split", "half", "age", "predicted"]
+    columns = ["contrast", "subject", "sex", "split", "half", "age", "predicted", *replicates]
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
 
 

@@ -78,6 +78,12 @@ onstart:
     )
 
 
+# the demo's cohort is synthetic (in apply mode too, when applied to it): pages say so
+SYNTHETIC_DATA = "synthetic" in config
+# contrasts as the config lists them, then the ensembles: the order of figures and pages
+CONTRAST_ORDER = CONTRASTS + [f"ensemble_{m}" for m in ENSEMBLES]
+
+
 wildcard_constraints:
     contrast="|".join(re.escape(c) for c in CONTRASTS),
     sex="|".join(SEXES),
@@ -147,15 +153,18 @@ def delta_inputs():
 
 
 def all_targets():
-    targets = [paths.DELTAS, paths.QC_SUMMARY, paths.PLOT_MAE]
-    if APPLY:
-        return targets
-    targets += [
-        paths.SIGNIFICANT,
-        paths.scale_factors(),
-        paths.PLOT_MANHATTAN,
-        *expand(paths.training_plot(), contrast=CONTRASTS, sex=SEXES),
-    ]
+    """Every result, and every page and figure of the report."""
+    pages = ["metrics", "uncertainty", "qc"] + (["weights"] if ENSEMBLES else [])
+    targets = [paths.DELTAS, paths.QC_SUMMARY, paths.PLOT_MAE, paths.PLOT_UNCERTAINTY]
+    if not APPLY:
+        pages += ["significant", "associations", "dropped", "scale_factors"]
+        targets += [
+            paths.SIGNIFICANT,
+            paths.scale_factors(),
+            paths.PLOT_MANHATTAN,
+            paths.BROWSER,
+            *expand(paths.training_plot(), contrast=CONTRASTS, sex=SEXES),
+        ]
     if SYNTHETIC:
-        targets.append(paths.EVALUATION)
-    return targets
+        targets.append(paths.EVALUATION_PAGE)
+    return targets + [paths.report_page(name) for name in pages]

@@ -19,12 +19,7 @@ rule combine_contrasts:
         ),
     output:
         predictions=paths.ENSEMBLE_PREDICTIONS,
-        weights=report(
-            paths.ensemble_weights(),
-            caption="../report/ensemble_weights.rst",
-            category="1. Brain age",
-            labels={"figure": "ensemble weights"},
-        ),
+        weights=paths.ensemble_weights(),
     log:
         paths.log("combine_contrasts"),
     conda:
