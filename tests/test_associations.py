@@ -239,7 +239,7 @@ def test_labels_come_from_funpack_tables():
     lab = labels(["20116-2.0=2", "21001-2.0", "25781-2.0", "my_score"]).set_index("nidp")
     assert lab.loc["21001-2.0", "title"] == "Body mass index (BMI)"
     assert lab.loc["21001-2.0", "category"] == "physical measures - general"
-    assert lab.loc["20116-2.0=2", "title"] == "Smoking status = 2"
+    assert lab.loc["20116-2.0=2", "title"] == "Smoking status: Current"  # coding 90
     assert lab.loc["20116-2.0=2", "category"] == "lifestyle and environment - tobacco"
     assert lab.loc["25781-2.0", "category"] == "brain IDPs"
     assert lab.loc["my_score", "title"] == ""

@@ -456,11 +456,15 @@ def find_replication_p_column(table: pd.DataFrame) -> str | None:
     return found[0] if found else None
 
 
-def with_labels(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with field, title and FMRIB category beside the nIDP column."""
+def with_labels(table: pd.DataFrame, descriptions=None) -> pd.DataFrame:
+    """The table with field, title and FMRIB category beside the nIDP column.
+
+    ``descriptions``: column -> FUNPACK's description (``agemapper.stats.nidps.labels``).
+    """
     from agemapper.stats.nidps import labels
 
-    lab = labels(pd.unique(table.nidp)).set_index("nidp")[["field", "title", "category"]]
+    lab = labels(pd.unique(table.nidp), descriptions).set_index("nidp")
+    lab = lab[["field", "title", "category"]]
     out = table.join(lab, on="nidp")
     columns = [c for c in OUTPUT_COLUMNS if c in out.columns]
     return out[columns + [c for c in out.columns if c not in columns]]
@@ -493,9 +497,12 @@ def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_pa
 
 def run_associations(
     deltas_path, nidps_path, confounds_path, cfg: dict, out_all, out_sig, out_dropped,
-    qc: str = "strict", out_qc=None,
+    qc: str = "strict", out_qc=None, descriptions=None,
 ) -> pd.DataFrame:  # fmt: skip
     """The association stage from files to files (see the ``associations:`` config).
+
+    ``descriptions``: FUNPACK's description file of the nIDP table's columns (``-def``), if
+    there is one: the titles use it where the coding tables cannot decode a level.
 
     With ``replication`` (the default), tests run on test half A (discovery) and half B
     (replication), see ``discover_and_replicate``; without it, on the whole test split.
@@ -503,7 +510,7 @@ def run_associations(
     """
     from agemapper.errors import ConfigError, InputDataError
     from agemapper.io import READABLE_DIGITS, write_table
-    from agemapper.stats.nidps import prepare, read_subject_table
+    from agemapper.stats.nidps import prepare, read_descriptions, read_subject_table
 
     alpha = float(cfg.get("alpha", 0.05))
     significance = cfg.get("significance", "fdr")
@@ -515,7 +522,9 @@ def run_associations(
     raw = read_subject_table(nidps_path, "nIDP table")
     n_raw = raw.shape[1]
     raw = raw[raw.index.isin(tested)]
-    matrix, dropped = prepare(raw, min_subjects, cfg.get("categorical_fields", ()))
+    matrix, dropped = prepare(
+        raw, min_subjects, cfg.get("categorical_fields", ()), instances=cfg.get("instances")
+    )
     confounds = read_subject_table(confounds_path, "confound table")
     missing = [c for c in cfg["confounds"] if c not in confounds.columns]
     if missing:
@@ -535,8 +544,8 @@ def run_associations(
     qclog = QCLog(qc, "associations")
     check_coverage(tested, raw, confounds, cfg["confounds"], nidps_path, confounds_path, qclog)
     log.info(
-        "nIDPs: %d columns in the table, %d tested (binarised categories included) on %d "
-        "test subjects; %d dropped (see %s); %d contrasts",
+        "nIDPs: %d columns in the table, %d tested (a column per indicator) on %d test "
+        "subjects; %d dropped (see %s); %d contrasts",
         n_raw,
         matrix.shape[1],
         len(tested),
@@ -567,7 +576,7 @@ def run_associations(
         )
     else:
         table = add_significance(associate(deltas, matrix, confounds, **run), alpha)
-    table = with_labels(table)
+    table = with_labels(table, read_descriptions(descriptions) if descriptions else None)
     if table.empty:
         log.warning(
             "no association was tested: every test had fewer than %d subjects or no variance "
