@@ -21,6 +21,8 @@ from agemapper.io import write_json
 
 # cohort keys a run needs, and where the message tells the user to set them
 COHORT_KEYS = ("subjects", "data_directory", "nidps", "confounds")
+# every cohort key that names an input (none may lie where the workflow writes)
+INPUT_KEYS = (*COHORT_KEYS, "excluded", "nidp_fields", "nidp_descriptions")
 
 
 def _where(config: dict) -> str:
@@ -45,6 +47,13 @@ def check_required(config: dict) -> None:
         )
 
 
+def listed(value) -> list:
+    """A config path, or a list of them (cohort.nidps may list the main dataset's CSVs)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | os.PathLike) else list(value)
+
+
 def _inside(path, folder) -> bool:
     path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
     return path == folder or folder in path.parents
@@ -59,28 +68,30 @@ def check_inputs_apart(config: dict, results="results") -> None:
     a demo config pointed at real tables would have Snakemake delete them before generating.
     """
     cohort = config["cohort"]
-    keys = [
-        k for k in ("subjects", "excluded", "data_directory", "nidps", "confounds") if cohort.get(k)
-    ]
+    keys = [k for k in INPUT_KEYS if cohort.get(k)]
     if config.get("synthetic") and not config.get("apply"):
-        for key in [k for k in keys if k != "excluded"] + ["truth_directory"]:
-            path = (
-                config["synthetic"]["truth_directory"] if key == "truth_directory" else cohort[key]
-            )
+        generated = [k for k in keys if k in COHORT_KEYS]
+        for key in generated + ["truth_directory"]:
             section = "synthetic" if key == "truth_directory" else "cohort"
-            if not _inside(path, results):
-                raise ConfigError(
-                    f"config: {section}.{key} {path} is written by the synthetic-cohort generator "
-                    f"but lies outside {results}/: a real file there would be deleted and "
-                    "overwritten. Real data runs without a synthetic: block (config/ukb.yaml)."
-                )
-        return
+            value = config["synthetic"][key] if key == "truth_directory" else cohort[key]
+            for path in listed(value):
+                if not _inside(path, results):
+                    raise ConfigError(
+                        f"config: {section}.{key} {path} is written by the synthetic-cohort "
+                        f"generator but lies outside {results}/: a real file there would be "
+                        "deleted and overwritten. Real data runs without a synthetic: block "
+                        "(config/ukb.yaml)."
+                    )
+        keys = [k for k in keys if k not in COHORT_KEYS and k != "excluded"]
     for key in keys:
-        if _inside(cohort[key], results):
-            raise ConfigError(
-                f"config: cohort.{key} {cohort[key]} lies inside {results}/, where the workflow "
-                "writes (and removes) its own files; keep the cohort's inputs elsewhere"
-            )
+        for path in listed(cohort[key]):
+            if _inside(path, results):
+                raise ConfigError(
+                    f"config: cohort.{key} {path} lies inside {results}/, where the workflow "
+                    "writes (and removes) its own files; keep the cohort's inputs elsewhere"
+                )
+    if config.get("synthetic") and not config.get("apply"):
+        return
     if _inside(results, cohort["data_directory"]):
         raise ConfigError(
             f"config: cohort.data_directory {cohort['data_directory']} contains {results}/, where "
@@ -116,11 +127,63 @@ def check_config(config: dict, generated=(), apply: bool = False, results="resul
     if apply:
         must_exist("apply.results", config["apply"]["results"], kind="folder")
         return
-    must_exist("cohort.nidps", cohort["nidps"])
+    _check_nidps(config, must_exist)
     if must_exist("cohort.confounds", cohort["confounds"]):
         _check_confounds(config)
     if subjects_there:
         _check_subjects(config)
+
+
+def _check_nidps(config: dict, must_exist) -> None:
+    """The nIDP inputs: a FUNPACK table, or the main dataset's CSVs and the field list.
+
+    For the main dataset, each CSV's header (one line) must be the showcase layout and the
+    field list must name fields, at least one of them in it (``agemapper.stats.extraction``).
+    """
+    from agemapper.stats.extraction import main_dataset_fields, read_field_list
+
+    cohort = config["cohort"]
+    raw = cohort.get("nidps_format", "funpack") == "ukb_main"
+    given = listed(cohort["nidps"])
+    if not raw and len(given) != 1:
+        raise ConfigError(
+            "config: cohort.nidps lists several files, which only the main dataset may be: "
+            "set cohort.nidps_format: ukb_main for UK Biobank main-dataset CSVs, or give one "
+            "FUNPACK table"
+        )
+    wrong = "nidp_descriptions" if raw else "nidp_fields"
+    if cohort.get(wrong):
+        raise ConfigError(
+            f"config: cohort.{wrong} is for cohort.nidps_format "
+            f"{'funpack' if raw else 'ukb_main'}, but cohort.nidps_format is "
+            f"{'ukb_main' if raw else 'funpack'} (config/README.md)"
+        )
+    fields = cohort.get("nidp_fields")
+    if fields and must_exist("cohort.nidp_fields", fields):
+        try:
+            fields = read_field_list(fields)
+        except AgeMapperError as exc:
+            raise ConfigError(f"config: cohort.nidp_fields: {exc}") from exc
+    else:
+        fields = None
+    if cohort.get("nidp_descriptions"):
+        must_exist("cohort.nidp_descriptions", cohort["nidp_descriptions"])
+    present: set[int] = set()
+    checked = False
+    for path in given:
+        if must_exist("cohort.nidps", path) and raw:
+            try:
+                present |= main_dataset_fields(path)
+            except AgeMapperError as exc:
+                raise ConfigError(
+                    f"config: cohort.nidps (cohort.nidps_format: ukb_main): {exc}"
+                ) from exc
+            checked = True
+    if checked and fields and not present & set(fields):
+        raise ConfigError(
+            f"config: none of the fields of cohort.nidp_fields {cohort['nidp_fields']} is a "
+            f"column of the main dataset cohort.nidps {', '.join(map(str, given))}"
+        )
 
 
 def _check_confounds(config: dict) -> None:

@@ -83,6 +83,70 @@ def test_generated_tables_are_not_checked(study, tmp_path):
     planning.check_config(study, generated=[study["cohort"]["nidps"]])
 
 
+@pytest.fixture
+def raw_study(study, tmp_path):
+    """The study given the UK Biobank main dataset (two CSVs) and a field list, not a table."""
+    (tmp_path / "ukb1.csv").write_text('"eid","31-0.0","20116-0.0","20116-2.0"\n"1","0","1",""\n')
+    (tmp_path / "ukb2.csv").write_text("eid,p6150_i2_a0,p6150_i2_a1\n1,4,\n")
+    (tmp_path / "fields.txt").write_text("20116  # smoking status\n6150\n")
+    study["cohort"].update(
+        nidps=[str(tmp_path / "ukb1.csv"), str(tmp_path / "ukb2.csv")],
+        nidps_format="ukb_main",
+        nidp_fields=str(tmp_path / "fields.txt"),
+    )
+    return study
+
+
+def test_the_main_dataset_and_a_field_list_pass(raw_study):
+    planning.check_config(raw_study)
+    del raw_study["cohort"]["nidp_fields"]  # FMRIB's recommended categories
+    planning.check_config(raw_study)
+
+
+def test_the_main_dataset_is_checked_at_planning(raw_study, tmp_path):
+    (tmp_path / "ukb2.csv").write_text("eid\t6150-2.0\n1\t4\n")
+    with pytest.raises(ConfigError, match=r"cohort\.nidps .*ukb2\.csv: .*tab-separated"):
+        planning.check_config(raw_study)
+    (tmp_path / "ukb2.csv").write_text("eid,age,bmi\n1,60,25\n")
+    with pytest.raises(ConfigError, match="ukb2.csv: no column in the showcase layout"):
+        planning.check_config(raw_study)
+    raw_study["cohort"]["nidps"] = [str(tmp_path / "ukb1.csv"), str(tmp_path / "none.csv")]
+    with pytest.raises(ConfigError, match=r"cohort\.nidps .*none\.csv does not exist"):
+        planning.check_config(raw_study)
+
+
+def test_the_field_list_is_checked_at_planning(raw_study, tmp_path):
+    (tmp_path / "fields.txt").write_text("20116\nsmoking\n")
+    with pytest.raises(ConfigError, match="cohort.nidp_fields: .*line 2: 'smoking'"):
+        planning.check_config(raw_study)
+    (tmp_path / "fields.txt").write_text("21001\n4080\n")
+    with pytest.raises(ConfigError, match="none of the fields of cohort.nidp_fields"):
+        planning.check_config(raw_study)
+    raw_study["cohort"]["nidp_fields"] = str(tmp_path / "no_fields.txt")
+    with pytest.raises(ConfigError, match=r"cohort\.nidp_fields .* does not exist"):
+        planning.check_config(raw_study)
+
+
+def test_the_nidp_keys_must_agree_with_the_format(study, raw_study, tmp_path):
+    cohort = raw_study["cohort"]
+    cohort["nidp_descriptions"] = str(tmp_path / "fields.txt")
+    with pytest.raises(ConfigError, match="nidp_descriptions is for cohort.nidps_format funpack"):
+        planning.check_config(raw_study)
+    del cohort["nidp_descriptions"]
+    cohort["nidps_format"] = "funpack"  # a list of CSVs taken for one FUNPACK table
+    with pytest.raises(ConfigError, match="lists several files.*nidps_format: ukb_main"):
+        planning.check_config(raw_study)
+    cohort["nidps"] = cohort["nidps"][0]
+    with pytest.raises(ConfigError, match="nidp_fields is for cohort.nidps_format ukb_main"):
+        planning.check_config(raw_study)
+
+
+def test_the_main_dataset_may_not_lie_under_results(raw_study):
+    raw_study["cohort"]["nidps"].append("results/ukb3.csv")
+    with pytest.raises(ConfigError, match=r"cohort\.nidps results/ukb3\.csv lies inside results/"):
+        planning.check_inputs_apart(raw_study)
+
+
 def test_one_results_folder_holds_one_cohort(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     demo = {"cohort": {"data_directory": "results/synthetic/subjectsAll", "subjects": "s.tsv"}}

@@ -39,6 +39,8 @@ except AgeMapperError as exc:
 SEXES = list(config["sexes"])
 REPLICATES = list(range(1, config["training"]["replicates"] + 1))
 COHORT = config["cohort"]
+# nIDPs: a FUNPACK table as given, or the UK Biobank main dataset FUNPACK reads (extract_nidps)
+NIDPS_FROM_MAIN = COHORT["nidps_format"] == "ukb_main"
 # Apply mode: trained networks of another run predict a new cohort (its "test" split).
 APPLY = config.get("apply")
 SYNTHETIC = None if APPLY else config.get("synthetic")
@@ -117,6 +119,29 @@ def cohort_tables():
         inputs["excluded"] = COHORT["excluded"]
     if SYNTHETIC:
         inputs["cohort"] = truth_file("cohort.json")
+    return inputs
+
+
+def listed(value):
+    """A path or a list of paths, as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def extract_inputs():
+    """The main dataset's CSV files, the field list (if given) and the cohort's subjects."""
+    inputs = {"main": listed(COHORT["nidps"]), "subjects": paths.CHECKED_SUBJECTS}
+    if COHORT.get("nidp_fields"):
+        inputs["fields"] = COHORT["nidp_fields"]
+    return inputs
+
+
+def nidp_inputs():
+    """The nIDP table (and FUNPACK's descriptions of its columns, when there are any)."""
+    if NIDPS_FROM_MAIN:
+        return {"nidps": paths.NIDPS, "descriptions": paths.NIDP_DESCRIPTIONS}
+    inputs = {"nidps": COHORT["nidps"]}
+    if COHORT.get("nidp_descriptions"):
+        inputs["descriptions"] = COHORT["nidp_descriptions"]
     return inputs
 
 
