@@ -299,7 +299,8 @@ def snapshot(cohort: dict) -> dict:
 
 
 def site_paths(cohort: dict) -> dict:
-    """config/site.yaml as the README says to fill it: the three paths of the site's copy."""
+    """config/site.yaml as the README says to fill it: the three paths of the site's copy (the
+    nIDPs as a FUNPACK table)."""
     return {"cohort": {k: str(cohort[k]) for k in ("data_directory", "nidps", "confounds")}}
 
 
@@ -384,6 +385,25 @@ def test_study_commands_run_as_written(tmp_path, cohort):
     assert deltas[["predicted", "delta_corrected"]].notna().all().all()
     assert (results / "associations/significant.tsv").exists()
     assert not list((results / "cache").glob("*/*.cache"))
+
+    # the README's other way: the main dataset as downloaded instead of a FUNPACK table; the
+    # same command now runs FUNPACK on it first, and nothing upstream of the associations
+    site = rehearsal_site(cohort)
+    site["cohort"].update(
+        nidps=str(cohort["ukb_main"]),
+        nidps_format="ukb_main",
+        nidp_fields=str(cohort["nidp_fields"]),
+    )
+    write_site(clone, site)
+    res = shell(STUDY_ASSOC, clone)
+    assert res.returncode == 0, res.output[-4000:]
+    counts = job_counts(res.output)
+    assert counts["extract_nidps"] == 1 and counts["associate_nidps"] == 1, counts
+    assert not {"train_networks", "predict_brain_age", "correct_deltas"} & set(counts)
+    table = pd.read_csv(results / "associations/all.tsv", sep="\t")
+    assert "Vascular/heart problems diagnosed by doctor: High blood pressure" in set(table.title)
+    assert not table.title.str.contains(" = ").any()
+    assert not table.nidp.str.match(r"^(?!6150-)\d+-0\.").any()  # the imaging visit only
     assert snapshot(cohort) == inputs_before  # no input written, touched or deleted
 
     # the cluster commands again, now that the rehearsal's networks exist: reruns plan only
