@@ -167,16 +167,22 @@ def test_the_nidp_table_is_one_column_per_indicator_labelled_with_meanings(extra
     assert dropped.empty or not dropped.reason.str.startswith("instance").any()
 
 
-def test_without_a_field_list_fmrib_recommended_categories_are_extracted(tmp_path):
+def test_without_a_field_list_fmrib_recommended_categories_are_extracted(tmp_path, caplog):
     write_main_dataset(tmp_path / "main.csv", quoted=False)
-    out = extraction.extract_nidps(
-        tmp_path / "main.csv", tmp_path / "n.tsv", tmp_path / "d.tsv", instances=[2]
-    )
+    with caplog.at_level("INFO", logger=extraction.log.name):
+        out = extraction.extract_nidps(
+            tmp_path / "main.csv", tmp_path / "n.tsv", tmp_path / "d.tsv", instances=[2]
+        )
     table = nidps.read_subject_table(tmp_path / "n.tsv")
     assert out.subjects.item() == N
     # 31 (sex) is in FMRIB's category 1; 20116 in "tobacco"; 30740 is of the baseline only
     assert {"31-0.0", "20116-2.0", "6150-4.0"} <= set(table.columns)
     assert "30740-0.0" not in table.columns
+    # FUNPACK's one line per recommended field this dataset lacks (thousands) is one count
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [ln for ln in lines if "not present in" in ln]
+    quiet = [ln for ln in lines if "absent from this main dataset not shown" in ln]
+    assert len(quiet) == 1 and int(quiet[0].split()[1]) > 1000
 
 
 def test_a_main_dataset_that_is_not_one_is_an_error_naming_it(tmp_path):

@@ -50,6 +50,15 @@ SHOWCASE = re.compile(r"^(?P<field>\d+)-(?P<instance>\d+)\.(?P<array>\d+)$")
 RAP = re.compile(r"^p(?P<field>\d+)(?:_i(?P<instance>\d+))?(?:_a(?P<array>\d+))?$")
 RECOMMENDED = "fmrib_cats"  # FUNPACK's configuration of FMRIB's recommended categories
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# FUNPACK's messages about its configuration's (or the recommended categories') fields that this
+# dataset lacks, and about the schema it was told (-nd) not to download: one line per field
+# (about 10,000 with the recommended categories), none of them a problem; counted, not logged
+_NOISE = (
+    "refers to missing variable",
+    "is not present in the data set",
+    "is not present in input file(s)",
+    "Unable to download",
+)
 
 
 def read_field_list(path) -> list[int]:
@@ -213,9 +222,17 @@ def extract_nidps(
             done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
             seconds = time.monotonic() - start
             output = _ANSI.sub("", done.stdout + done.stderr)
+            quiet = 0
             for line in output.splitlines():
-                if line.strip() and "refers to missing variable" not in line:
+                if any(noise in line for noise in _NOISE):
+                    quiet += 1
+                elif line.strip():
                     log.info("funpack: %s", line.rstrip())
+            if quiet:
+                log.info(
+                    "funpack: %d messages about fields absent from this main dataset not shown",
+                    quiet,
+                )
             if done.returncode != 0:
                 last = next((ln for ln in reversed(output.splitlines()) if ln.strip()), "")
                 raise InputDataError(
