@@ -46,11 +46,15 @@ SYNTHETIC = None if APPLY else config.get("synthetic")
 # "predict" (validation and test subjects; apply mode: the new cohort's test subjects). The
 # validation subjects are preprocessed twice (about 8% more preprocessing) so that prediction
 # shares no file with training: redoing predictions never makes a network look out of date.
-CACHES = {"predict": ["test"]} if APPLY else {
-    "train": ["train"],
-    "validation": ["validation"],
-    "predict": ["validation", "test"],
-}
+CACHES = (
+    {"predict": ["test"]}
+    if APPLY
+    else {
+        "train": ["train"],
+        "validation": ["validation"],
+        "predict": ["validation", "test"],
+    }
+)
 SPLITS = list(CACHES)
 ENSEMBLES = config.get("ensembles", {}).get("methods", [])
 MODE = "apply" if APPLY else ("demo" if SYNTHETIC else "study")
