@@ -77,6 +77,39 @@ def test_bad_columns_and_rows_are_reported_never_fatal(tmp_path):
     assert matrix.to_numpy().flags.f_contiguous  # one nIDP per contiguous column
 
 
+def test_infinite_values_are_missing_with_a_count_per_nidp(tmp_path, caplog):
+    n = 60
+    rng = np.random.default_rng(1)
+    bmi = rng.normal(27, 4, n).round(2).astype(object)
+    bmi[[3, 7, 11]] = ["inf", "-inf", "Infinity"]  # as a file can hold them
+    smoking = np.array([0, 1, 2] * 20).astype(object)
+    smoking[[0, 1]] = "inf"  # +inf is not a level (>= 0) of a categorical field
+    frame = pd.DataFrame(
+        {
+            "eid": _subjects(n),
+            "21001-2.0": bmi,
+            "20116-2.0": smoking,
+            "4080-2.0": 140.0 + np.arange(n),
+        }
+    )
+    path = tmp_path / "nidps.tsv"
+    frame.to_csv(path, sep="\t", index=False)
+    table = read_subject_table(path, "nIDP table")
+    assert np.isinf(table["21001-2.0"]).sum() == 3  # pandas reads them as infinities
+    with caplog.at_level("WARNING", logger="agemapper.stats.nidps"):
+        matrix, report = prepare(table, min_subjects=10)
+    assert np.isfinite(matrix.to_numpy()[~matrix.isna().to_numpy()]).all()
+    assert matrix["21001-2.0"].isna().sum() == 3
+    assert list(matrix.columns) == [
+        "21001-2.0", "20116-2.0=0", "20116-2.0=1", "20116-2.0=2", "4080-2.0"
+    ]  # fmt: skip
+    assert matrix["20116-2.0=0"].isna().sum() == 2
+    warned = [r.getMessage() for r in caplog.records if "infinite" in r.getMessage()]
+    assert len(warned) == 1 and "21001-2.0 (3)" in warned[0] and "20116-2.0 (2)" in warned[0]
+    assert "4080-2.0" not in warned[0]
+    assert report.empty
+
+
 def test_categorical_levels_too_many_and_numeric_codes():
     table = pd.DataFrame(
         {"20116-2.0": np.arange(120.0) % 60, "1558-2.0": [1, 2, 3, 6] * 30},

@@ -276,7 +276,8 @@ def associate(
 
     ``deltas``: long table (subject, sex, split, half, age, contrast, delta_corrected, ...), of
     which the rows of ``split`` (and of test ``half`` A or B, if given) are used. ``nidps``:
-    numeric matrix indexed by subject (unique). ``confounds``: table indexed by subject.
+    numeric matrix indexed by subject (unique). ``confounds``: table indexed by subject (a
+    subject with a missing or infinite confound is left out, logged).
     ``groups``: sexes, and/or ``pooled`` (both sexes, with sex as a confound). Tests with fewer
     than ``min_subjects`` subjects, or without variance left after deconfounding, are left out.
     Returns columns contrast, sex, nidp (categorical: cheap to sort and join), n, r, t, df.
@@ -300,10 +301,10 @@ def associate(
         conf_cols = ["age", *confound_columns] + (["sex"] if group == "pooled" else [])
         frame = info.join(confounds, how="left")
         frame["sex"] = (frame["sex"] == "male").astype(float)
-        missing_conf = frame[conf_cols].isna().any(axis=1)
+        missing_conf = (frame[conf_cols].isna() | _infinite(frame[conf_cols])).any(axis=1)
         if missing_conf.any():
             log.warning(
-                "%s: %d subjects lack confounds (%s) and are left out, e.g. %s",
+                "%s: %d subjects lack (finite) confounds (%s) and are left out, e.g. %s",
                 where,
                 int(missing_conf.sum()),
                 ", ".join(conf_cols),
@@ -470,11 +471,22 @@ def with_labels(table: pd.DataFrame, descriptions=None) -> pd.DataFrame:
     return out[columns + [c for c in out.columns if c not in columns]]
 
 
+def _infinite(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where a numeric column holds +inf or -inf (False elsewhere, and in text columns)."""
+    out = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    for col in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+            out[col] = np.isinf(frame[col].to_numpy(dtype=float, na_value=np.nan))
+    return out
+
+
 def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_path, qclog):
     """Test subjects absent from the nIDP table, or without a confound, go through ``qclog``.
 
-    Under the strict policy the first such subject stops the stage (with the count of others);
-    under skip each is recorded, and the statistics leave it out where it has no data.
+    An infinite confound (+inf/-inf; no regression can use it) counts as a missing one, named
+    as infinite. Under the strict policy the first such subject stops the stage (with the count
+    of others); under skip each is recorded, and the statistics leave it out where it has no
+    data.
     """
     from agemapper.errors import InputDataError
 
@@ -482,10 +494,19 @@ def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_pa
     for s in pd.Index(tested).difference(nidps.index):
         problems.append((s, nidps_path, "absent from the nIDP table"))
     present = confounds.reindex(pd.Index(tested))[list(conf_cols)]
-    for s, row in present[present.isna().any(axis=1)].iterrows():
-        what = "absent from the confound table" if row.isna().all() else (
-            f"missing confound(s) {list(row.index[row.isna()])}"
-        )  # fmt: skip
+    infinite = _infinite(present)
+    for s, row in present[present.isna().any(axis=1) | infinite.any(axis=1)].iterrows():
+        if row.isna().all():
+            what = "absent from the confound table"
+        else:
+            parts = []
+            if row.isna().any():
+                parts.append(f"missing confound(s) {list(row.index[row.isna()])}")
+            if infinite.loc[s].any():
+                bad = infinite.columns[infinite.loc[s].to_numpy()]
+                values = ", ".join(f"{c}={row[c]}" for c in bad)
+                parts.append(f"infinite confound(s) {list(bad)} ({values})")
+            what = "; ".join(parts)
         problems.append((s, confounds_path, what))
     if problems and qclog.policy == "strict":
         s, path, what = problems[0]

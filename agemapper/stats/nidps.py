@@ -251,6 +251,8 @@ def prepare(
     - a repeated column name (which pandas reads as ``name.1``) is dropped;
     - a column whose values are mostly not numbers is dropped ("not numeric"); a few stray
       non-numbers in a numeric column are read as missing (logged);
+    - +inf and -inf (``inf``, ``-Infinity`` in the file) are read as missing, like NaN, before
+      anything else (a level, an indicator, a test); the count per column is logged;
     - a column of an instance not in ``instances`` is dropped;
     - a categorical field with more than ``max_levels`` levels is dropped;
     - columns with fewer than ``min_subjects`` subjects, or constant, are dropped; so is an
@@ -276,7 +278,7 @@ def prepare(
     out: dict[str, np.ndarray] = {}
     indicators: set[str] = set()
     arrays: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = {}
-    stray, literal = [], []
+    stray, literal, infinite = [], [], []
     fields = {c.field for c in map(ukb.parse, names) if c.field is not None}
     instancing = {f: (v or {}).get("instancing") for f, v in ukb.variables(fields).items()}
     for col in table.columns:
@@ -291,6 +293,10 @@ def prepare(
             continue
         if n_bad:
             stray.append(f"{col} ({n_bad})")
+        n_inf = int(np.isinf(values).sum())
+        if n_inf:  # no test can use an infinite value: missing, like NaN (before levels)
+            values = np.where(np.isinf(values), np.nan, values)
+            infinite.append(f"{col} ({n_inf})")
         c = ukb.parse(col)
         if c.indicator and c.take:
             values = np.where(np.isnan(values), np.nan, (values != 0).astype(float))
@@ -349,6 +355,12 @@ def prepare(
         log.warning(
             "nIDP columns with a few values that are not numbers (read as missing): %s",
             ", ".join(stray[:20]) + (" ..." if len(stray) > 20 else ""),
+        )
+    if infinite:
+        log.warning(
+            "nIDP columns with infinite values (+inf/-inf, read as missing; subjects per "
+            "column): %s",
+            ", ".join(infinite),
         )
     if literal:
         log.warning(
