@@ -218,6 +218,40 @@ def test_ci_runs_the_readme_test_command():
 # ------------------------------------------------------------------------ the demo
 
 
+def assert_nidps_as_funpack_makes_them(results, table, instances):
+    """The demo ran FUNPACK on its main dataset, and all.tsv tests each thing once, in words:
+    one column per FUNPACK indicator, no column equal to or the complement of another, a
+    two-level field one column, titles with the levels' meanings, only the visits asked for."""
+    from agemapper.stats import nidps, ukb
+
+    log = (results / "logs/extract_nidps/extract_nidps.log").read_text()
+    assert "fmrib_unpack -cfg fmrib" in log and "FUNPACK wrote" in log
+    tested = sorted(table.nidp.unique())
+    assert {"6150-1.0", "6150-3.0", "2443-2.0=1"} <= set(tested)  # indicators, one test each
+    assert not [n for n in tested if re.match(r"^6150-\d+\.0=", n)]  # not binarised again
+    assert "2443-2.0=0" not in tested  # a yes/no field: one column
+    assert not table.title.str.contains(" = ").any()  # every level in words
+    assert "Vascular/heart problems diagnosed by doctor: Stroke" in set(table.title)
+    assert "Smoking status: Current" in set(table.title)
+    described = [nidps.describe(n) for n in tested]
+    instancing = {
+        f: v.get("instancing") for f, v in ukb.variables({d.field for d in described}).items()
+    }
+    visits = {d.instance for d in described if instancing[d.field] == ukb.VISIT_INSTANCING}
+    assert visits - {None} == set(instances), visits
+    raw = nidps.read_subject_table(results / "nidps/nidps.tsv")
+    matrix, _ = nidps.prepare(raw, 1, instances=instances)
+    values = matrix[tested]
+    binary = [c for c in tested if set(values[c].dropna().unique()) <= {0.0, 1.0}]
+    for i, a in enumerate(binary):
+        for b in binary[i + 1 :]:
+            x, y = values[a], values[b]
+            if x.isna().equals(y.isna()):
+                both = x.notna()
+                assert not (x[both] == y[both]).all(), (a, b)
+                assert not (x[both] == 1 - y[both]).all(), (a, b)  # complementary pair
+
+
 @pytest.mark.workflow
 def test_demo_commands_run_as_written(tmp_path):
     clone = fresh_clone(tmp_path / "demo")
@@ -245,6 +279,7 @@ def test_demo_commands_run_as_written(tmp_path):
         table.columns
     )
     assert ensembles <= set(table.contrast)
+    assert_nidps_as_funpack_makes_them(results, table, cfg["associations"]["instances"])
     evaluation = (results / "evaluation/synthetic_truth.txt").read_text()
     assert "Brain age on the test split" in evaluation and "replicated" in evaluation
     for plot in ("predicted_vs_age", "delta_vs_age", "mae", "manhattan", "significance_heatmap",
