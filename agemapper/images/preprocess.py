@@ -7,7 +7,8 @@ grid is smaller than the crop, identity for 1 mm at full size. A 2 mm contrast a
 stored at 2 mm (80x96x80, 8x fewer bytes) and upsampled x2 (trilinear, aligned corners, as the
 original network did) on the training device when read: :func:`agemapper.images.cache.to_grid`.
 
-The cache (:mod:`agemapper.cache`: non-zero mask + float16 voxels, exact) comes with a manifest
+The cache (:mod:`agemapper.images.cache`: non-zero mask + float16 voxels, rounded to a relative
+2^-11, or float32 voxels as the original read them: ``dtype``) comes with a manifest
 TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar describing
 the input contract (contrast, grids, normalisation, scale factor, training and stored shapes).
 """
@@ -116,12 +117,14 @@ def preprocess_split(
     threads: int = 1,
     qc: str = "strict",
     qc_table=None,
+    dtype: str = "float16",
 ) -> pd.DataFrame:
     """Read every subject's file for one contrast and write the cache, manifest and sidecar.
 
     ``subjects`` holds the rows of one sex and split (subject, sex, split, half, age). A bad
     file stops the job under ``qc="strict"``; under ``skip`` the subject is left out (its cache
-    row stays zero and is absent from the manifest) and recorded in ``qc_table``.
+    row stays zero and is absent from the manifest) and recorded in ``qc_table``. ``dtype`` is
+    the cache's value type: ``float16`` (half the bytes) or ``float32`` (the original's input).
     """
     shape = tuple(int(s) for s in shape)
     n = len(subjects)
@@ -151,7 +154,7 @@ def preprocess_split(
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
     try:
-        with CacheWriter(cache, n, stored) as writer:
+        with CacheWriter(cache, n, stored, dtype=dtype) as writer:
             with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
                 for i, result in enumerate(pool.map(work, range(n))):
                     if isinstance(result, InputDataError):
@@ -197,6 +200,7 @@ def preprocess_split(
             "stored_shape": stored,
             "bytes_per_volume": writer.stored_bytes / max(len(rows), 1),
             "dense_float16_bytes_per_volume": 2 * int(np.prod(stored)),
+            "dtype": dtype,
             "subjects": len(rows),
             "skipped": len(qclog),
             "agemapper_version": __version__,

@@ -1,4 +1,4 @@
-# Stage 1: NIfTI -> per contrast/sex/split cache (float16 .npy + manifest) for fast training.
+# Stage 1: NIfTI -> per contrast/sex/split cache (mask + float16 or float32 voxels, manifest).
 
 
 localrules:
@@ -47,6 +47,7 @@ rule preprocess_contrast:
     params:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
         grid=config["preprocess"]["grid"],
+        dtype=config["preprocess"].get("cache_dtype", "float16"),
         data_directory=COHORT["data_directory"],
         qc=config["qc"],
     script:

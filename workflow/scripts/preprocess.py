@@ -21,4 +21,5 @@ preprocess_split(
     threads=snakemake.threads,
     qc=p.qc,
     qc_table=out.qc,
+    dtype=p.dtype,
 )
