@@ -173,7 +173,7 @@ def our_path(cache, spec, device, steps, warmup, batch, replicates, tmp, runtime
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        trainer._train_batch(x, y)
+        trainer._train_batch((x, y), [(rep, None) for rep in trainer.reps])  # shared batch
     _sync(device)
     seconds = time.perf_counter() - start
     rate = steps * batch / seconds

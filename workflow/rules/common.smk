@@ -11,6 +11,7 @@ try:
     from agemapper import paths
     from agemapper.images.contrasts import read_contrasts, select
     from agemapper.errors import AgeMapperError
+    from agemapper.networks.settings import resolve as resolve_training
 except ImportError as exc:
     raise WorkflowError(
         f"cannot import the agemapper package ({exc}); install the environment "
@@ -23,6 +24,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 try:
     CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
     CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
+    resolve_training(config["training"])  # optimiser and scheduler names (their tables)
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
 
@@ -77,6 +79,12 @@ def replicate_files(kind):
         "metrics": paths.training_metrics,
     }[kind]
     return [build(replicate=r) for r in REPLICATES]
+
+
+def initial_networks():
+    """The networks fine-tuning starts from (training.initial_weights), one per replicate."""
+    pattern = config["training"].get("initial_weights")
+    return expand(pattern, replicate=REPLICATES, allow_missing=True) if pattern else []
 
 
 def network_weights():
