@@ -87,7 +87,18 @@ def test_report_figures(tmp_path):
             "best": [True, True, False],
         }
     )
-    plots.training_curves({"replicate 1": hist}, tmp_path / "t.png", "T1_nonlinear, female")
+    restarted = pd.DataFrame(  # stuck twice (flat), restarted, then learning
+        {
+            "epoch": [1, 2, 1, 2, 1, 2, 3],
+            "train_mae": [6, 6, 6, 6, 5, 4, 3],
+            "val_mae": [6.1, 6.1, 6.2, 6.2, 5, 4, 3.5],
+            "best": [True, True, True, True, True, True, True],
+            "attempt": [1, 1, 2, 2, 3, 3, 3],
+            "restarted": ["", "flat", "", "flat", "", "", ""],
+        }
+    )
+    histories = {"replicate 1": hist, "replicate 2": restarted}
+    plots.training_curves(histories, tmp_path / "t.png", "T1_nonlinear, female")
     for name in "dmhxt":
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 

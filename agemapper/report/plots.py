@@ -207,10 +207,22 @@ def significance_heatmap(table: pd.DataFrame, path, flag: str = "significant_fdr
 
 
 def training_curves(histories: dict, path, title: str) -> None:
-    """Train and validation MAE per epoch for each replicate network."""
+    """Train and validation MAE per epoch for each replicate network.
+
+    A replicate restarted because it was stuck (metrics.tsv columns ``attempt``, ``restarted``)
+    shows its abandoned attempts as dotted validation curves ending in an x; the solid curves
+    are the attempt it kept.
+    """
     fig, ax = plt.subplots(figsize=(6, 4))
     colours = plt.get_cmap("tab10")
     for i, (name, h) in enumerate(histories.items()):
+        attempts = h["attempt"] if "attempt" in h else pd.Series(1, index=h.index)
+        for k, attempt in enumerate(sorted(set(attempts))[:-1]):
+            old = h[attempts == attempt]
+            label = f"{name} stuck: restarted" if k == 0 else None
+            ax.plot(old.epoch, old.val_mae, color=colours(i), ls=":", lw=1, label=label)
+            ax.scatter(old.epoch.iloc[-1], old.val_mae.iloc[-1], color=colours(i), marker="x")
+        h = h[attempts == attempts.max()]
         ax.plot(h.epoch, h.train_mae, color=colours(i), ls="--", lw=1, label=f"{name} train")
         ax.plot(h.epoch, h.val_mae, color=colours(i), lw=1.5, label=f"{name} validation")
         best = h[h.best.astype(str) == "True"]
