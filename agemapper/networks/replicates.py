@@ -23,6 +23,20 @@ from agemapper.networks.speed import Speed
 from agemapper.networks.stopping import EarlyStopping
 from agemapper.seeds import derive_seed
 
+METRIC_COLUMNS = [
+    "epoch",  # of the replicate's attempt
+    "train_loss",
+    "train_mae",
+    "val_loss",
+    "val_mae",
+    "lr",
+    "seconds",
+    "best",  # the network this attempt keeps (so far)
+    "val_sd",  # standard deviation of the validation predictions (years)
+    "attempt",  # 1, or 2, 3, ... after restarts
+    "restarted",  # why the replicate was restarted after this epoch (empty: it was not)
+]
+
 
 @dataclass(eq=False)
 class Replicate:
@@ -129,3 +143,49 @@ class Packing:
             {"attempt": rep.attempt, "seed": rep.seed, "epoch": rep.epoch, "reason": reason},
         ]
         return new
+
+
+def close_epoch(rep: Replicate, validation: dict, seconds: float) -> dict:
+    """The end of one epoch of ``rep``, given its validation result (loss, mae, sd, batches):
+    its schedule and early stopping step, the network kept is updated, and its history row is
+    appended and returned."""
+    rep.epoch += 1
+    if rep.steps == "validation_loss":
+        rep.scheduler.step(validation["loss"])
+    elif rep.steps == "epoch":
+        rep.scheduler.step()
+    else:  # "batch": the original also stepped its cyclic schedule on validation batches
+        for _ in range(validation["batches"]):
+            rep.scheduler.step()
+    keep = rep.early.update(rep.epoch, validation["loss"])
+    if keep:
+        rep.best_loss, rep.best_epoch = validation["loss"], rep.epoch
+        rep.best_state = cpu_state(rep.model)
+    row = {
+        "epoch": rep.epoch,
+        "train_loss": rep.sum_loss / max(rep.seen, 1),
+        "train_mae": rep.sum_abs / max(rep.seen, 1),
+        "val_loss": validation["loss"],
+        "val_mae": validation["mae"],
+        "lr": rep.optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+        "best": keep,
+        "val_sd": validation["sd"],
+        "attempt": rep.attempt,
+        "restarted": "",
+    }
+    rep.history.append(row)
+    rep.sum_loss = rep.sum_abs = 0.0
+    rep.seen = 0
+    rep.perm = None
+    return row
+
+
+def epoch_line(rep: Replicate, row: dict) -> str:
+    """One replicate's part of the epoch's log line."""
+    return (
+        f"rep{rep.index}{f' (attempt {rep.attempt})' if rep.attempt > 1 else ''} "
+        f"loss {row['train_loss']:.3f} mae {row['train_mae']:.2f} | val loss "
+        f"{row['val_loss']:.3f} mae {row['val_mae']:.2f} sd {row['val_sd']:.2f}"
+        f"{' *' if row['best'] else ''} lr {row['lr']:.1e}"
+    )

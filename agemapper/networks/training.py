@@ -8,7 +8,8 @@ The parts, each in its own module:
 - :mod:`~agemapper.networks.optim`: the optimiser and scheduler tables;
 - :mod:`~agemapper.networks.stopping`: early stopping (the original's rule), stuck detection;
 - :mod:`~agemapper.networks.speed`: device and speed settings;
-- :mod:`~agemapper.networks.checkpoint`: the resumable state.
+- :mod:`~agemapper.networks.checkpoint`: the resumable state;
+- :mod:`~agemapper.networks.outputs`: a trained network's files, and reading networks back.
 
 An epoch here is one epoch of every replicate still training: each step reads the union of
 their batches once and trains each on its own samples; after the epoch each replicate is
@@ -19,28 +20,27 @@ restarted later than the others simply trains for more rounds.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import signal
-import socket
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from agemapper import __version__
 from agemapper.images.cache import to_grid
-from agemapper.io import write_json, write_table
-from agemapper.networks import checkpoint
+from agemapper.networks import checkpoint, outputs
 from agemapper.networks.batches import BatchSource, augment
-from agemapper.networks.models import build_model, count_parameters, loss_function
-from agemapper.networks.replicates import Packing, Replicate, cpu_state
-from agemapper.networks.serialization import fingerprint, load_tensors
+from agemapper.networks.models import count_parameters, loss_function
+from agemapper.networks.outputs import initial_networks, load_model
+from agemapper.networks.replicates import (
+    METRIC_COLUMNS,
+    Packing,
+    Replicate,
+    close_epoch,
+    epoch_line,
+)
+from agemapper.networks.serialization import fingerprint
 from agemapper.networks.settings import resolve
 from agemapper.networks.speed import Speed, default_threads, fast_path, resolve_device
 from agemapper.networks.stopping import stuck_reason
@@ -58,20 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = [
-    "epoch",  # of the replicate's attempt
-    "train_loss",
-    "train_mae",
-    "val_loss",
-    "val_mae",
-    "lr",
-    "seconds",
-    "best",  # the network this attempt keeps (so far)
-    "val_sd",  # standard deviation of the validation predictions (years)
-    "attempt",  # 1, or 2, 3, ... after restarts
-    "restarted",  # why the replicate was restarted after this epoch (empty: it was not)
-]
 
 
 class Interrupted(RuntimeError):
@@ -275,59 +261,11 @@ class Trainer:
         cfg = self.settings["restart_stuck"]
         lines = []
         for rep, v in zip(reps, self.validate(reps), strict=True):
-            rep.epoch += 1
-            if rep.steps == "validation_loss":
-                rep.scheduler.step(v["loss"])
-            elif rep.steps == "epoch":
-                rep.scheduler.step()
-            else:  # the original also stepped its cyclic schedule on validation batches
-                for _ in range(v["batches"]):
-                    rep.scheduler.step()
-            keep = rep.early.update(rep.epoch, v["loss"])
-            if keep:
-                rep.best_loss, rep.best_epoch = v["loss"], rep.epoch
-                rep.best_state = cpu_state(rep.model)
-            row = {
-                "epoch": rep.epoch,
-                "train_loss": rep.sum_loss / max(rep.seen, 1),
-                "train_mae": rep.sum_abs / max(rep.seen, 1),
-                "val_loss": v["loss"],
-                "val_mae": v["mae"],
-                "lr": rep.optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "best": keep,
-                "val_sd": v["sd"],
-                "attempt": rep.attempt,
-                "restarted": "",
-            }
-            rep.history.append(row)
-            rep.sum_loss = rep.sum_abs = 0.0
-            rep.seen = 0
-            rep.perm = None
-            lines.append(
-                f"rep{rep.index}{f' (attempt {rep.attempt})' if rep.attempt > 1 else ''} "
-                f"loss {row['train_loss']:.3f} mae {row['train_mae']:.2f} | val loss "
-                f"{v['loss']:.3f} mae {v['mae']:.2f} sd {v['sd']:.2f}{' *' if keep else ''} "
-                f"lr {row['lr']:.1e}"
-            )
+            row = close_epoch(rep, v, seconds)
+            lines.append(epoch_line(rep, row))
             reason = stuck_reason(rep.epoch, rep.kept(), self.baseline_mae, self.age_sd, cfg)
             if reason and len(rep.restarts) < int(cfg["max_restarts"]):
-                row["restarted"] = reason
-                position = next(i for i, r in enumerate(self.reps) if r is rep)
-                new = self.packing.restart(rep, reason, position)
-                self.reps[position] = new
-                log.warning(
-                    "%s: replicate %d is stuck after epoch %d of attempt %d (%s); restarting "
-                    "it with seed %d (restart %d of at most %d)",
-                    self.describe,
-                    rep.index,
-                    rep.epoch,
-                    rep.attempt,
-                    reason,
-                    new.seed,
-                    len(new.restarts),
-                    cfg["max_restarts"],
-                )
+                self._restart(rep, row, reason)
                 lines[-1] += " (stuck: restarted)"
                 continue
             if reason and rep.stuck is None:
@@ -353,6 +291,24 @@ class Trainer:
             seconds,
             seconds * remaining,
             " | ".join(lines),
+        )
+
+    def _restart(self, rep: Replicate, row: dict, reason: str) -> None:
+        row["restarted"] = reason
+        position = next(i for i, r in enumerate(self.reps) if r is rep)
+        new = self.packing.restart(rep, reason, position)
+        self.reps[position] = new
+        log.warning(
+            "%s: replicate %d is stuck after epoch %d of attempt %d (%s); restarting it with "
+            "seed %d (restart %d of at most %d)",
+            self.describe,
+            rep.index,
+            rep.epoch,
+            rep.attempt,
+            reason,
+            new.seed,
+            len(new.restarts),
+            self.settings["restart_stuck"]["max_restarts"],
         )
 
     # -- the loop
@@ -411,90 +367,10 @@ class Trainer:
         self._end_epoch(reps, self.epoch_seconds + time.monotonic() - started)
         self.save_checkpoint()
 
-    # -- outputs
-
-    def metadata(self, rep: Replicate, contract: dict) -> dict:
-        kept = rep.kept()
-        return {
-            "format": "agemapper-model/1",
-            "replicate": rep.index,
-            "seed": rep.seed,
-            "model": self.model_spec,
-            "training": self.training,
-            "settings": self.settings,
-            "input": {**contract, "shape": list(self.train.shape)},
-            "data": {
-                "training_subjects": len(self.train),
-                "validation_subjects": len(self.val),
-                "fingerprint": self.fingerprint,
-            },
-            "result": {
-                "best_epoch": rep.best_epoch,
-                "best_val_loss": rep.best_loss,
-                "best_val_mae": kept["val_mae"] if kept else None,
-                "best_val_sd": kept["val_sd"] if kept else None,
-                "epochs_trained": rep.epoch,
-                "mean_age_baseline_val_mae": self.baseline_mae,
-                "attempt": rep.attempt,
-                "restarts": rep.restarts,  # each: attempt, seed, epoch, reason
-                "stuck": rep.stuck,  # why the kept network is still stuck (null: it is not)
-            },
-            "parameters": count_parameters(rep.model),
-            "versions": versions(),
-            "host": socket.gethostname(),
-            "device": str(self.device),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+    # -- outputs (agemapper.networks.outputs)
 
     def write_outputs(self, weights: list, metadata: list, metrics: list, contract: dict):
-        from agemapper.networks.serialization import save_tensors
-
-        for rep, w, m, t in zip(self.reps, weights, metadata, metrics, strict=True):
-            meta = self.metadata(rep, contract)
-            save_tensors(w, rep.best_state or cpu_state(rep.model), meta)
-            write_json(m, meta)
-            write_table(t, pd.DataFrame(rep.history, columns=METRIC_COLUMNS))
-
-
-def versions() -> dict:
-    import nibabel
-
-    return {
-        "agemapper": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "nibabel": nibabel.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def initial_networks(networks: list, shape) -> tuple[list[dict], str]:
-    """The networks to fine-tune, each a model file of ours (checked against the training grid)
-    or a state dict, and a digest of their weights (a checkpoint never resumes onto others)."""
-    from agemapper.errors import InputDataError
-
-    states = []
-    digest = hashlib.sha256()
-    for item in networks:
-        if isinstance(item, dict):
-            tensors = item
-        else:
-            tensors, meta = load_tensors(item)
-            if meta.get("format") != "agemapper-model/1":
-                raise InputDataError("not an AgeMapper model file (no metadata)", path=item)
-            grid = list(meta.get("input", {}).get("shape", []))
-            if grid != list(shape):
-                raise InputDataError(
-                    f"a network for the grid {grid} cannot be fine-tuned on {list(shape)}",
-                    path=item,
-                )
-            log.info("fine-tuning from %s (%s)", item, meta["input"].get("contrast", "?"))
-        for key in sorted(tensors):
-            digest.update(key.encode())
-            digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
-        states.append(tensors)
-    return states, digest.hexdigest()[:16]
+        outputs.write(self, weights, metadata, metrics, contract)
 
 
 def train_replicates(
@@ -539,16 +415,3 @@ def train_replicates(
     if not runtime.get("keep_checkpoint", False):
         Path(checkpoint).unlink(missing_ok=True)
     return trainer
-
-
-def load_model(weights, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a trained network from its safetensors weights and embedded metadata."""
-    tensors, meta = load_tensors(weights)
-    if meta.get("format") != "agemapper-model/1":
-        from agemapper.errors import InputDataError
-
-        raise InputDataError("not an AgeMapper model file (no metadata)", path=weights)
-    model = build_model(meta["model"], meta["input"]["shape"])
-    model.load_state_dict(tensors)
-    model.to(resolve_device(device)).eval()
-    return model, meta
