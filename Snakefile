@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# With no --configfile (nor a profile that names one), the demo runs. A config given on the
+# command line stands alone: nothing of the demo is merged under it (config/README.md).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -10,8 +10,10 @@ The subpackages follow the pipeline, each layer importing only those below it:
 - :mod:`agemapper.report`: figures and the evaluation of the demo against its truth;
 
 beside shared helpers (:mod:`~agemapper.errors`, :mod:`~agemapper.io`, :mod:`~agemapper.paths`,
-:mod:`~agemapper.qc`, :mod:`~agemapper.runner`, :mod:`~agemapper.seeds`) and the demo's
-synthetic cohort, :mod:`agemapper.synth`, which the pipeline never imports.
+:mod:`~agemapper.qc`, :mod:`~agemapper.runner`, :mod:`~agemapper.seeds`,
+:mod:`~agemapper.progress`, :mod:`~agemapper.tables`) and the demo's synthetic cohort,
+:mod:`agemapper.synth`, which the pipeline never imports. :mod:`agemapper.cli` is the
+``agemapper`` command, whose subcommands are the package's tools.
 """
 
 __version__ = "0.1.0"

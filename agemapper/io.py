@@ -2,6 +2,8 @@
 
 Every file this package produces is written to a temporary name in the same directory and
 renamed into place, so a job killed mid-write never leaves a file that looks complete.
+Hand-written (twenty lines over ``tempfile`` and ``os.replace``): the library that did this,
+``atomicwrites``, is archived and unmaintained.
 """
 
 from __future__ import annotations
@@ -64,11 +66,20 @@ def _json_default(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
-def write_table(path, df: pd.DataFrame, **kwargs) -> None:
-    """Write a table as TSV (or CSV when the name ends in .csv), atomically."""
+def write_table(path, df: pd.DataFrame, digits: int | None = None, **kwargs) -> None:
+    """Write a table as TSV (or CSV when the name ends in .csv), atomically.
+
+    ``digits``: floats with that many significant digits (``%.4g`` for 4), for tables people
+    read; without it every float keeps full precision (tables that later stages read back).
+    """
     sep = "," if str(path).endswith(".csv") else "\t"
+    if digits is not None:
+        kwargs.setdefault("float_format", f"%.{int(digits)}g")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep=sep, index=False, **kwargs)
+
+
+READABLE_DIGITS = 4  # significant digits of the floats in the tables people read
 
 
 def read_table(path, **kwargs) -> pd.DataFrame:

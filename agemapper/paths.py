@@ -44,6 +44,11 @@ def checkpoint(contrast=C, sex=S) -> str:
     return f"{ROOT}/checkpoints/{contrast}/{sex}/checkpoint.safetensors"
 
 
+def preprocess_checkpoint(contrast=C, sex=S, split=P) -> str:
+    """A cache being written, with its journal beside it: a stopped job's rerun resumes it."""
+    return f"{ROOT}/checkpoints/{contrast}/{sex}/preprocess_{split}.cache"
+
+
 def predictions(contrast=C, sex=S) -> str:
     return f"{ROOT}/predictions/{contrast}/{sex}.tsv"
 
@@ -88,6 +93,15 @@ SIGNIFICANT = f"{ROOT}/associations/significant.tsv"
 DROPPED_NIDPS = f"{ROOT}/associations/dropped_nidps.tsv"
 EVALUATION = f"{ROOT}/evaluation/synthetic_truth.txt"
 EVALUATION_TABLE = f"{ROOT}/evaluation/synthetic_truth.tsv"
+EVALUATION_PAGE = f"{ROOT}/evaluation/synthetic_truth.html"
+BROWSER = f"{ROOT}/associations/browser.html"
+UNCERTAINTY = f"{ROOT}/deltas/uncertainty.tsv"
+PLOT_UNCERTAINTY = f"{ROOT}/plots/uncertainty.png"
+
+
+def report_page(name: str) -> str:
+    """A table of the report as an HTML page (``agemapper.report.pages.TABLE_PAGES``)."""
+    return f"{ROOT}/report/{name}.html"
 
 
 def log(rule: str, *entities) -> str:

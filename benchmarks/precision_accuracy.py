@@ -38,8 +38,11 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--results", type=Path, default=REPO / "results")
+    ap.add_argument("--small", action="store_true", help="smoke run: 1 epoch, 1 replicate")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    if args.small:
+        cfg["training"].update(epochs=1, replicates=1)
     subjects = pd.read_csv(
         args.results / "synthetic/subjects.tsv", sep="\t", dtype={"subject": str, "half": str}
     ).fillna({"half": ""})

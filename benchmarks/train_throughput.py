@@ -188,13 +188,17 @@ def our_path(cache, spec, device, steps, warmup, batch, replicates, tmp, runtime
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="small grid and network (CPU smoke test)")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="CPU smoke test: small grid and network, and (unless given) 12 subjects, 2 steps",
+    )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--subjects", type=int, default=48, help="generated NIfTI volumes")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per path")
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--subjects", type=int, help="generated NIfTI volumes (48; --tiny 12)")
+    ap.add_argument("--steps", type=int, help="timed steps per path (30; --tiny 2)")
+    ap.add_argument("--warmup", type=int, help="(5; --tiny 1)")
     ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--workers", type=int, default=8, help="DataLoader workers of path (a)")
+    ap.add_argument("--workers", type=int, help="DataLoader workers of path (a) (8; --tiny 2)")
     ap.add_argument("--compile", action="store_true", help="torch.compile in (b) and (c)")
     ap.add_argument(
         "--first-conv", default="cudnn", choices=["cudnn", "shifted"], help="in (b) and (c)"
@@ -205,6 +209,14 @@ def main(argv=None):
     ap.add_argument("--workdir", type=Path, help="keep generated data here (default: temp)")
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args(argv)
+    for name, full, tiny in (
+        ("subjects", 48, 12),
+        ("steps", 30, 2),
+        ("warmup", 5, 1),
+        ("workers", 8, 2),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if args.tiny else full)
     spec = TINY if args.tiny else FULL
     device = torch.device(resolve_device(args.device))
     with tempfile.TemporaryDirectory() as tmp_name:

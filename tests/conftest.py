@@ -133,3 +133,21 @@ def train_tiny(tmp_path, tag: str, training=None, speed=None):
     )
     trainer.run()
     return trainer
+
+
+def write_released_splits(tmp_path, small=False):
+    """The release's split files ({sex}_{split}.txt + _age.npy, test halves) for 26 subjects."""
+    rng = np.random.default_rng(0)
+    sid = iter(range(1000000, 1100000))
+    for sex in ("female", "male"):
+        for split, n in (("train", 6), ("validation", 3), ("test", 4)):
+            ids = [str(next(sid)) for _ in range(n)]
+            ages = rng.uniform(45, 80, n)
+            suffix = "_small" if small else ""
+            (tmp_path / f"{sex}_{split}{suffix}.txt").write_text("\n".join(ids) + "\n")
+            np.save(tmp_path / f"{sex}_{split}_age{suffix}.npy", ages)
+            if split == "test" and not small:
+                for half, part in (("A", slice(0, 2)), ("B", slice(2, 4))):
+                    (tmp_path / f"{sex}_test{half}.txt").write_text("\n".join(ids[part]))
+                    np.save(tmp_path / f"{sex}_test{half}_age.npy", ages[part])
+    return tmp_path

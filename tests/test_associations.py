@@ -148,6 +148,12 @@ def test_multiple_comparison_corrections_match_statsmodels():
     assert np.allclose(q[ok], multipletests(p[ok], method="fdr_bh")[1])
     assert np.allclose(A.bonferroni(p)[ok], multipletests(p[ok], method="bonferroni")[1])
     assert np.isnan(q[-1])
+    # by hand: 3 tests (NaN is not one); BH ranks 0.01 < 0.03 < 0.04 -> 0.03, 0.045, 0.04, then
+    # the running minimum from the top
+    small = np.array([0.01, 0.04, 0.03, np.nan])
+    assert np.allclose(A.bonferroni(small), [0.03, 0.12, 0.09, np.nan], equal_nan=True)
+    assert np.allclose(A.fdr_bh(small), [0.03, 0.04, 0.04, np.nan], equal_nan=True)
+    assert np.isnan(A.fdr_bh(np.array([np.nan, np.nan]))).all() and A.bonferroni([]).size == 0
 
 
 def test_rank_deficient_confounds_in_a_subset():
@@ -271,8 +277,9 @@ def test_replication_rule_sign_and_correction_over_the_discoveries():
     assert top.significant_bonferroni[["1-2.0", "2-2.0", "3-2.0", "4-2.0"]].all()
     assert top.loc["3-2.0", "p_B"] < 0.05
     # carried: 4 discoveries, so p_B is multiplied by 4 (the absent one counts, with p = 1)
-    assert top.loc["1-2.0", "p_B_corrected"] == pytest.approx(4 * top.loc["1-2.0", "p_B"])
-    assert np.isnan(top.loc["4-2.0", "p_B_corrected"]) and pd.isna(top.loc["4-2.0", "n_B"])
+    assert "p_B_corrected" not in out.columns and "p_B_fdr" not in out.columns
+    assert top.loc["1-2.0", "p_B_bonferroni"] == pytest.approx(4 * top.loc["1-2.0", "p_B"])
+    assert np.isnan(top.loc["4-2.0", "p_B_bonferroni"]) and pd.isna(top.loc["4-2.0", "n_B"])
     assert top.replicated.to_dict() == {k: k == "1-2.0" for k in top.index}
     assert out.n_B.dtype == "Int64" and out.df_B.dtype == "Int64"
     # FDR over the discoveries instead: BH over the 4 carried p_B (missing one as 1)
@@ -280,7 +287,7 @@ def test_replication_rule_sign_and_correction_over_the_discoveries():
     found = fdr[fdr.significant_fdr]
     carried = found.p_B.fillna(1.0).to_numpy()
     expected = multipletests(carried, method="fdr_bh")[1]
-    got = found.p_B_corrected.to_numpy()
+    got = found.p_B_fdr.to_numpy()
     assert np.allclose(got[~np.isnan(got)], expected[~np.isnan(found.p_B.to_numpy())])
     assert fdr.loc["1-2.0", "replicated"] and not fdr.loc["2-2.0", "replicated"]
 
@@ -289,7 +296,7 @@ def test_no_discovery_no_replication_columns_stay_empty():
     disc = _tests([("T1", "male", f"{i}-2.0", 300, 0.01, 290) for i in range(10)])
     out = A.discover_and_replicate(disc, disc, alpha=0.05)
     assert not out.significant_fdr.any() and not out.replicated.any()
-    assert out.p_B_corrected.isna().all() and out.p_B.notna().all()
+    assert out.p_B_fdr.isna().all() and out.p_B.notna().all()
 
 
 def _cohort(n=400, seed=3):
@@ -375,7 +382,8 @@ def test_run_associations_discovery_replication_files(tmp_path):
     A.run_associations(p["deltas"], p["nidps"], p["confounds"], CFG, *out.values())
     table = pd.read_csv(out["all"], sep="\t")
     assert list(table.columns[:6]) == ["contrast", "sex", "nidp", "field", "title", "category"]
-    assert list(table.columns[-8:]) == [*A.REPLICATION_COLUMNS, "replicated"]
+    assert list(table.columns[-8:]) == [*A.REPLICATION_COLUMNS, "p_B_fdr", "replicated"]
+    assert A.find_replication_p_column(table) == "p_B_fdr"
     assert set(table.sex) == {"female", "male", "pooled"}
     assert (np.diff(table.neglog10_p) <= 0).all()  # most significant first
     assert "20116-2.0=2" in set(table.nidp) and "20116-2.0" not in set(table.nidp)
@@ -403,3 +411,17 @@ def test_run_associations_without_replication_and_without_halves(tmp_path):
     table = pd.read_csv(out[0], sep="\t")
     assert "replicated" not in table.columns and "p_B" not in table.columns
     assert table[(table.nidp == "4080-2.0") & (table.sex == "pooled")].n.max() == 400
+
+
+def test_run_associations_with_every_test_left_out_writes_empty_tables(tmp_path, caplog):
+    """A cohort too small for its confounds: empty tables and a warning, not a crash."""
+    deltas, nidps, confounds = _cohort()
+    p = _write_inputs(tmp_path, deltas, nidps, confounds)
+    out = [tmp_path / f"{k}.tsv" for k in ("all", "significant", "dropped")]
+    cfg = {**CFG, "min_subjects": 10_000}
+    with caplog.at_level("WARNING"):
+        A.run_associations(p["deltas"], p["nidps"], p["confounds"], cfg, *out)
+    table = pd.read_csv(out[0], sep="\t")
+    assert len(table) == 0 and {"contrast", "nidp", "title", "replicated"} <= set(table.columns)
+    assert len(pd.read_csv(out[1], sep="\t")) == 0
+    assert "no association was tested" in caplog.text

@@ -31,6 +31,7 @@ def test_released_table_round_trips(tmp_path):
         (lambda t: t.assign(resolution="3mm"), "resolution"),
         (lambda t: t.assign(normalise="zscore"), "normalise"),
         (lambda t: t.assign(scale_factor=-1.0), "scale_factor"),
+        (lambda t: t.assign(scale_factor=float("inf")), "scale_factor .* not finite"),
         (lambda t: t.assign(data_file="/abs/file.nii.gz"), "relative"),
         (lambda t: t.drop(columns=["volume"]), "missing"),
     ],

@@ -73,3 +73,53 @@ def test_correct_deltas_table_and_metrics():
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
     singles = [test[c] for c in metrics.columns if re.fullmatch(r"mae_replicate_\d+", c)]
     assert len(singles) >= 2 and min(singles) == test.mae_replicate_min
+    # the spread of the replicates, per subject: SD of (pred + 1, pred - 1) = sqrt(2)
+    assert deltas.columns[-1] == "predicted_sd"
+    assert np.allclose(deltas.predicted_sd, np.sqrt(2))
+    # the correction's coefficients, one labelled column each
+    assert "correction_coef" not in metrics.columns
+    fitted = metrics[["correction_intercept", "correction_age", "correction_age2"]]
+    assert fitted.notna().all().all() and (fitted.nunique() == 1).all()
+    _, linear, _ = correct_deltas(pd.concat(rows, ignore_index=True), method="linear")
+    assert {"correction_slope", "correction_intercept"} <= set(linear.columns)
+    assert 0 < linear.correction_slope.iloc[0] < 1  # regression to the mean
+    single = pd.concat(rows, ignore_index=True).drop(columns="replicate_2")
+    assert "predicted_sd" not in correct_deltas(single)[0].columns  # one replicate: no spread
+
+
+def test_missing_or_non_finite_predictions_are_errors(tmp_path):
+    import pytest
+
+    from agemapper.errors import InputDataError
+    from agemapper.stats.ensembles import read_predictions
+
+    columns = "contrast\tsubject\tsex\tsplit\thalf\tage\tpredicted\n"
+    good = tmp_path / "good.tsv"
+    good.write_text(columns + "vbm\t1\tfemale\ttest\tA\t60\t61.5\n")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text(columns)
+    nan = tmp_path / "nan.tsv"
+    nan.write_text(
+        columns + "vbm\t1\tfemale\ttest\tA\t60\t61.5\nvbm\t2\tfemale\ttest\tA\t60\tnan\n"
+    )
+    assert len(read_predictions([good])) == 1
+    with pytest.raises(InputDataError, match=r"empty\.tsv: holds no predictions"):
+        read_predictions([good, empty])
+    assert len(read_predictions([good, empty], may_be_empty=[empty])) == 1
+    with pytest.raises(InputDataError, match=r"1 predicted ages are not finite .*subject 2"):
+        read_predictions([nan])
+
+
+def test_pearson_is_scipys_r_and_nan_where_undefined():
+    import warnings
+
+    from agemapper.stats.correlation import pearson
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an undefined r is NaN, not a warning
+        assert np.isnan(pearson(x, np.full(50, 0.1)))
+        assert np.isnan(pearson([1.0, 2.0], [3.0, 5.0]))

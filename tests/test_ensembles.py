@@ -76,3 +76,86 @@ def test_weights_table_round_trip_reproduces_predictions():
     table = E.weights_table(fitted)
     again = E.from_weights_table(table)
     pd.testing.assert_frame_equal(E.apply(fitted, preds), E.apply(again, preds))
+
+
+def _correlated_predictions(n=600, p=57, seed=0):
+    """Each contrast predicts age plus an error shared by all and one of its own; the last three
+    see mostly the shared error (their best unconstrained weights are negative).
+    """
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(45, 82, n)
+    shared = rng.normal(0, 1, n)
+    X = age[:, None] + shared[:, None] + rng.normal(0, 1, (n, p)) * rng.uniform(1, 3, p)
+    X[:, -3:] = 63 + 4 * shared[:, None] + rng.normal(0, 1, (n, 3))
+    return X, age
+
+
+def _objective(Xs, y, w, b, alpha, l1_ratio):
+    r = y - b - Xs @ w
+    return r @ r / (2 * len(y)) + alpha * (l1_ratio * np.abs(w).sum() + (1 - l1_ratio) / 2 * w @ w)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_elastic_net_reaches_the_optimum_on_correlated_predictions(nonnegative):
+    from sklearn.linear_model import ElasticNet
+
+    X, age = _correlated_predictions()
+    e = E.fit("elastic_net", X, age, [f"c{i}" for i in range(57)], "f", nonnegative=nonnegative)
+    # the fit in the standardised units it is computed in
+    mu, sd = X.mean(0), X.std(0)
+    Xs, w = (X - mu) / sd, e.weights * sd
+    b, alpha = e.intercept + mu @ e.weights, e.details["alpha"]
+    optimum = ElasticNet(
+        alpha=alpha, l1_ratio=0.5, positive=nonnegative, tol=1e-14, max_iter=10**6
+    ).fit(Xs, age)
+    best = _objective(Xs, age, optimum.coef_, optimum.intercept_, alpha, 0.5)
+    ours = _objective(Xs, age, w, b, alpha, 0.5)
+    assert ours - best < 1e-9 * best
+    assert np.abs(w - optimum.coef_).max() < 1e-5
+    # and, independently of scikit-learn, the optimality (KKT) conditions of the objective
+    grad = Xs.T @ (age - b - Xs @ w) / len(age) - alpha * 0.5 * w  # minus the smooth part
+    active = w != 0
+    assert np.allclose(grad[active], alpha * 0.5 * np.sign(w[active]), atol=1e-6)
+    if nonnegative:
+        assert (w >= 0).all() and (grad[~active] <= alpha * 0.5 + 1e-6).all()
+    else:
+        assert (np.abs(grad[~active]) <= alpha * 0.5 + 1e-6).all()
+    if nonnegative:  # the constraint binds: the shared-error contrasts get no weight
+        assert (w[-3:] == 0).all() and active.sum() > 5
+    else:  # they correct the shared error
+        assert (w[-3:] < 0).all()
+
+
+def test_elastic_net_folds_come_from_the_runs_seed():
+    from agemapper.seeds import derive_seed
+
+    preds = _predictions(n=300, seed=4)
+    runs = {s: E.fit_all(preds, ["elastic_net"], seed=s)[0] for s in (0, 1)}
+    again = E.fit_all(preds, ["elastic_net"], seed=0)[0]
+    assert again.details == runs[0].details and np.array_equal(again.weights, runs[0].weights)
+    assert runs[0].details["cv_mse"] != runs[1].details["cv_mse"]  # other folds
+    wide = E._wide(preds[preds.split == "validation"], "abcd")
+    ages = preds.drop_duplicates("subject").set_index("subject").age.loc[wide.index]
+    direct = E.fit(
+        "elastic_net", wide, ages, "abcd", "male", seed=derive_seed(1, "ensembles", "male")
+    )
+    assert direct.details == runs[1].details
+
+
+def test_ensembles_of_each_replicate_give_the_ensemble_spread():
+    preds = _predictions(seed=4)
+    rng = np.random.default_rng(4)
+    preds["replicate_1"] = preds.predicted + rng.normal(0, 1, len(preds))
+    preds["replicate_2"] = 2 * preds.predicted - preds.replicate_1  # their mean is predicted
+    fitted = E.fit_all(preds, ["linear"])
+    out = E.apply(fitted, preds)
+    assert list(out.columns[-2:]) == ["replicate_1", "replicate_2"]
+    # the ensemble is linear, so the mean of the ensembles of each replicate is the ensemble
+    assert np.allclose(out[["replicate_1", "replicate_2"]].mean(axis=1), out.predicted)
+    one = fitted[0]
+    sub = preds[preds.sex == one.sex].pivot_table(
+        index="subject", columns="contrast", values="replicate_1"
+    )[one.contrasts]
+    expected = pd.Series(one.predict(sub.to_numpy()), index=sub.index)
+    got = out.set_index("subject").replicate_1
+    assert np.allclose(got.loc[expected.index], expected)

@@ -44,3 +44,28 @@ def test_contract_mismatch_is_refused():
         check_contract(meta, {**info, "contrast": {"contrast": "T1_linear"}}, "w")
     with pytest.raises(ConfigError, match="shape"):
         check_contract(meta, {**info, "shape": [160, 192, 160]}, "w")
+
+
+def test_non_finite_predictions_stop_naming_the_network(tmp_path, monkeypatch):
+    import numpy as np
+
+    from agemapper.errors import InputDataError
+    from agemapper.networks import predict as P
+
+    train, contract = make_cache(tmp_path, "train", 8, seed=1)
+    val, _ = make_cache(tmp_path, "val", 6, seed=2)
+    w = [tmp_path / f"r{i}.safetensors" for i in range(2)]
+    out = [[tmp_path / f"r{i}.{e}" for i in range(2)] for e in ("json", "tsv")]
+    train_replicates(train, val, MODEL, TRAINING, contract, ("T1", "f"), w, *out,
+                     tmp_path / "k.safetensors", {"device": "cpu"})  # fmt: skip
+    real = P.predict_cache
+
+    def diverged(*args, **kwargs):  # replicate 2 as a diverged network predicts
+        ages = real(*args, **kwargs)
+        ages[2:, 1] = np.nan
+        return ages
+
+    monkeypatch.setattr(P, "predict_cache", diverged)
+    with pytest.raises(InputDataError, match=r"replicate 2 predicted nan for 4 subject") as info:
+        predict(w, [val], [tmp_path / "val.json"])
+    assert str(w[1]) in str(info.value)

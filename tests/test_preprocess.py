@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -103,3 +104,12 @@ def test_scale_factor_estimate(preprocessed, t1_contrast):
     row = est.iloc[0]
     assert row.estimated_scale_factor == pytest.approx(table.max_normalised.mean())
     assert row.ratio == pytest.approx(row.estimated_scale_factor / 2.0)
+    # a ratio beyond a factor 1.5 either way is flagged, a plausible one is not
+    flags = {}
+    for ratio in (0.49, 0.7, 1.0, 1.45, 1.6):
+        ref = dataclasses.replace(t1_contrast, scale_factor=row.estimated_scale_factor / ratio)
+        flags[ratio] = estimate_scale_factors({"T1_nonlinear": table}, {"T1_nonlinear": ref}).flag[
+            0
+        ]
+    assert flags[0.49].startswith("implausible: the estimate is 0.49 x the table's")
+    assert flags[1.6].startswith("implausible") and flags[0.7] == flags[1.0] == flags[1.45] == ""

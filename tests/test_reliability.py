@@ -72,7 +72,40 @@ def _all_zero(path):
     write_volume(path, np.zeros(GRIDS["1mm"].shape), GRIDS["1mm"], np.float32)
 
 
+def _with_affine(path, affine, sform_code=4, qform_code=4):
+    img = nib.Nifti1Image(brain_volume("1mm"), affine)
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    nib.save(img, path)
+
+
+def _x_flipped(path):
+    affine = GRIDS["1mm"].affine_array.copy()
+    affine[0, 0], affine[0, 3] = 1.0, -91.0  # neurological instead of FSL's radiological x
+    _with_affine(path, affine)
+
+
+def _scanner_qform_only(path):
+    c, s = np.cos(np.radians(10)), np.sin(np.radians(10))  # a 10 degree tilt, 1 mm voxels
+    scanner = np.array([[1.0, 0, 0, -90.5], [0, c, s, -110.2], [0, -s, c, -60.0], [0, 0, 0, 1]])
+    _with_affine(path, scanner, sform_code=0, qform_code=1)
+
+
+def _shifted_origin(path):
+    affine = GRIDS["1mm"].affine_array.copy()
+    affine[:3, 3] += (0.0, 4.0, -2.0)
+    _with_affine(path, affine)
+
+
+def _no_orientation(path):
+    _with_affine(path, GRIDS["1mm"].affine_array, sform_code=0, qform_code=0)
+
+
 CASES = {
+    "x-flipped": (_x_flipped, "the x axis is flipped"),
+    "scanner-qform-only": (_scanner_qform_only, "rotated, sheared or scaled"),
+    "shifted-origin": (_shifted_origin, "origin is shifted by (+0, +4, -2) mm"),
+    "no-orientation": (_no_orientation, "neither an sform nor a qform"),
     "missing": (_missing, "file is missing"),
     "truncated": (_truncated, "truncated"),
     "corrupt": (_corrupt, "corrupt"),
@@ -344,3 +377,171 @@ def test_test_subjects_absent_from_nidp_or_confound_tables():
         ("4", "conf.tsv", "absent from the confound table"),
         ("5", "conf.tsv", "missing confound(s) ['site']"),
     }
+
+
+# ----------------------------------------------------------------------------- intensities
+
+
+def _intensity_cohort(tmp_path, contrast, n=8, scale=None, offset=None, bad=3):
+    """n subjects' files; subject ``bad`` saved x``scale``, or as int16 with an intercept."""
+    subjects = make_subjects(n)
+    write_subject_files(tmp_path / "data", contrast, subjects, "1mm")
+    path = contrast.path_for(tmp_path / "data", subjects.subject[bad])
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if scale is not None:
+        write_volume(path, data * scale, GRIDS["1mm"], np.float32)
+    if offset is not None:  # int16 with scl_inter: every background voxel becomes `offset`
+        out = nib.Nifti1Image(np.rint(data).astype(np.int16), GRIDS["1mm"].affine_array)
+        out.set_sform(GRIDS["1mm"].affine_array, code=4)
+        out.header.set_slope_inter(1.0, offset)
+        nib.save(out, path)
+    return subjects, path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"scale": 1000.0}, "median |intensity| after scaling"),
+        ({"offset": 100.0}, "fraction of non-zero voxels"),
+    ],
+    ids=["x1000", "int16-scl_inter-100"],
+)
+def test_an_intensity_outlier_is_named_or_left_out(tmp_path, change, message):
+    from agemapper.images.contrasts import Contrast
+
+    # a contrast without mean normalisation: a x1000 file would reach the network as it is
+    swi = Contrast("swi", "structural", "1mm", "SWI/SWI_to_MNI.nii.gz", None, "none", 100.0)
+    subjects, path = _intensity_cohort(tmp_path, swi, **change)
+    bad = subjects.subject[3]
+    with pytest.raises(InputDataError) as info:
+        _run(tmp_path, subjects, swi, "strict")
+    text = str(info.value)
+    assert f"subject {bad}" in text and str(path) in text and message in text, text
+    table = _run(tmp_path, subjects, swi, "skip")
+    assert bad not in set(table.subject) and len(table) == len(subjects) - 1
+    qc = pd.read_csv(tmp_path / "cache_skip/qc.tsv", sep="\t", dtype=str)
+    assert qc.subject.tolist() == [bad] and message in qc.problem[0]
+
+
+def test_a_split_off_the_training_intensities_stops(tmp_path, t1_contrast):
+    from agemapper.images.contrasts import Contrast
+
+    swi = Contrast("swi", "structural", "1mm", "SWI/SWI_to_MNI.nii.gz", None, "none", 100.0)
+    train = make_subjects(8)
+    write_subject_files(tmp_path / "data", swi, train, "1mm")
+    out = tmp_path / "train"
+    preprocess_split(train, swi, tmp_path / "data", (32, 40, 32), out / "c.cache",
+                     out / "c.tsv", out / "c.json")  # fmt: skip
+    test = make_subjects(6, split="test", start=3000000)
+    for i, s in enumerate(test.subject):  # another pipeline: twice the intensities
+        vol = brain_volume("1mm", 2 * (100.0 + i), seed=i)
+        write_volume(swi.path_for(tmp_path / "data", s), vol, GRIDS["1mm"], np.float32)
+    with pytest.raises(
+        InputDataError,
+        match=r"median \|intensity\| after scaling: the median over its 6 subjects is 1.98x",
+    ):
+        preprocess_split(test, swi, tmp_path / "data", (32, 40, 32), tmp_path / "t/c.cache",
+                         tmp_path / "t/c.tsv", tmp_path / "t/c.json", qc="skip",
+                         reference=out / "c.tsv")  # fmt: skip
+
+
+def test_values_beyond_the_float16_cache_are_refused(tmp_path):
+    from agemapper.images.contrasts import Contrast
+
+    vbm = Contrast("vbm", "structural", "1mm", "T1/vbm.nii.gz", None, "none", 3.5)
+    subjects, path = _intensity_cohort(tmp_path, vbm, scale=1e6)  # finite in float32
+    with pytest.raises(InputDataError, match="beyond the float16 range of the cache"):
+        _run(tmp_path, subjects, vbm, "strict")
+
+
+# ----------------------------------------------------------------------------- stopped jobs
+
+PREPROCESS = """
+import logging, sys
+import pandas as pd
+from agemapper.images.contrasts import Contrast
+from agemapper.images.preprocess import preprocess_split
+from agemapper.runner import log_to
+log_to(None)
+d, out = sys.argv[1], sys.argv[2]
+c = Contrast("T1_nonlinear", "structural", "1mm", "T1/T1_brain_to_MNI.nii.gz", None, "mean", 2.0)
+subjects = pd.read_csv(f"{d}/subjects.tsv", sep="\\t", dtype={"subject": str, "half": str})
+subjects["half"] = subjects["half"].fillna("")
+preprocess_split(subjects, c, f"{d}/data", (32, 40, 32), f"{out}/c.cache", f"{out}/c.tsv",
+                 f"{out}/c.json", checkpoint=f"{d}/checkpoints/c.cache")
+"""
+
+
+def _preprocess(d, out):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", PREPROCESS, str(d), str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def many_subjects(tmp_path_factory):
+    """24 subjects' T1 files and the cache of an uninterrupted run."""
+    from conftest import preprocess_files
+
+    d = tmp_path_factory.mktemp("prep")
+    subjects = make_subjects(24)
+    subjects.to_csv(d / "subjects.tsv", sep="\t", index=False)
+    from agemapper.images.contrasts import Contrast
+
+    t1 = Contrast("T1_nonlinear", "structural", "1mm", "T1/T1_brain_to_MNI.nii.gz", None,
+                  "mean", 2.0)  # fmt: skip
+    out, _ = preprocess_files(d, t1, subjects, (32, 40, 32))
+    return d, (out / "c.cache").read_bytes()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_preprocessing_job_resumes_and_leaves_no_temporary_file(many_subjects, sig):
+    d, expected = many_subjects
+    out = d / f"out-{sig.name}"
+    journal = d / "checkpoints/c.cache.journal"
+    journal.unlink(missing_ok=True)
+    (out).mkdir()
+    (out / ".c.cache.x1y2.tmp.cache").write_bytes(b"left by an old kill")
+    proc = _preprocess(d, out)
+    deadline = time.monotonic() + 300
+    while not journal.exists() or len(journal.read_text().splitlines()) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    if sig == signal.SIGTERM:
+        assert "received signal 15" in err and "stopped by signal 15 after" in err, err
+        assert "Traceback" not in err
+    assert not (out / "c.cache").exists()  # nothing that looks complete
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # stale and new temporaries gone
+    done = len(journal.read_text().splitlines()) - 1
+
+    proc = _preprocess(d, out)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    resumed = int(__import__("re").search(r"resumed with (\d+) of 24", err)[1])
+    assert resumed >= done - 1 and resumed >= 3
+    assert (out / "c.cache").read_bytes() == expected  # the same bytes as an uninterrupted run
+    assert not journal.exists() and not (d / "checkpoints/c.cache").exists()
+
+
+def test_empty_qc_tables_say_none_and_the_summary_skips_that_line(tmp_path):
+    from agemapper.io import write_table
+    from agemapper.qc import NONE, QCLog, read_tables
+
+    clean = QCLog("skip", "preprocess", contrast="swi", sex="male", split="test")
+    table = clean.table()
+    assert len(table) == 1 and table.problem[0] == NONE and table.contrast[0] == "swi"
+    assert clean.frame().empty and len(clean) == 0
+    dirty = QCLog("skip", "subjects")
+    dirty.handle(InputDataError("age is missing", subject="1000001", path="subjects.tsv"))
+    assert dirty.table().subject.tolist() == ["1000001"]
+    write_table(tmp_path / "a.tsv", table)
+    write_table(tmp_path / "b.tsv", dirty.table())
+    summary = read_tables([tmp_path / "a.tsv", tmp_path / "b.tsv"])
+    assert summary.subject.tolist() == ["1000001"]
+    assert read_tables([tmp_path / "a.tsv"]).empty

@@ -68,3 +68,46 @@ def test_not_a_safetensors_file(tmp_path):
 def test_seeds_come_from_entities():
     assert derive_seed(0, "T1", "male", 1) == derive_seed(0, "T1", "male", 1)
     assert len({derive_seed(0, "T1", "male", r) for r in (1, 2, 3)}) == 3
+
+
+def _model_file(tmp_path, tensors=None, meta=None):
+    from agemapper.networks.models import build_model
+
+    spec = {"architecture": "agemapper", "channels": [2, 2, 2, 2, 2], "fully_connected": [4]}
+    model = build_model(spec, [32, 32, 32])
+    contract = {"contrast": "swi", "resolution": "1mm", "data_file": "SWI/x.nii.gz",
+                "normalise": "none", "scale_factor": 76.58, "shape": [32, 32, 32]}  # fmt: skip
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state.update(tensors or {})
+    base = {"format": "agemapper-model/1", "model": spec, "input": contract}
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, state, {**base, **(meta or {})})
+    return path, state
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int32], ids=["float16", "int32"])
+def test_weights_of_another_type_are_refused(tmp_path, dtype):
+    from agemapper.networks.training import load_model
+
+    _, state = _model_file(tmp_path)
+    name = "features.0.0.weight"
+    path, _ = _model_file(tmp_path, {name: state[name].to(dtype)})
+    with pytest.raises(InputDataError, match=rf"tensor {name} is {str(dtype)[6:]}, float32"):
+        load_model(path)
+
+
+def test_a_model_without_its_input_contract_is_refused(tmp_path):
+    from agemapper.networks.training import load_model
+
+    path, _ = _model_file(tmp_path, meta={"input": {"shape": [32, 32, 32]}})
+    with pytest.raises(InputDataError, match="without its input contract"):
+        load_model(path)
+
+
+def test_a_tensor_of_the_wrong_shape_is_one_line_naming_the_file(tmp_path):
+    from agemapper.networks.training import load_model
+
+    path, _ = _model_file(tmp_path, {"features.0.0.weight": torch.zeros(3, 1, 3, 3, 3)})
+    with pytest.raises(InputDataError, match="does not fit the network its metadata") as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -1,7 +1,8 @@
 """The workflow on SLURM through the repository's profile, as users run it:
 ``snakemake --profile slurm results/deltas/all.csv`` from the repository root.
 
-The full-study dry run needs no cluster. The others start a real single-node cluster
+The full study's plan through the profile is checked without a cluster (tests/test_readme.py).
+These tests start a real single-node cluster
 (slurmctld, slurmd, slurmdbd with MariaDB, MUNGE; tests/slurm_cluster.py) for the session and
 submit every job with sbatch; nothing is mocked. A site profile scales the jobs down to the
 test node, as a cluster's users would for theirs (``--workflow-profile`` overrides ``slurm/``).
@@ -25,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 from slurm_cluster import ClusterUnavailable, SlurmCluster, install, missing_programs
-from test_workflow import _tiny_config, full_study_paths
+from test_workflow import _tiny_config
 
 from conftest import REPO
 
@@ -60,64 +61,6 @@ def _snakemake(args, env=None, timeout=900):
     )
     res.output = res.stdout + res.stderr
     return res
-
-
-def _jobs(output: str) -> list[dict]:
-    """Rule, wildcards, threads and resources of each job a (dry) run printed."""
-    jobs = []
-    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", output)[1:]:
-        job = {"rule": re.match(r"\s*(?:local)?rule (\w+):", block).group(1), "threads": 1}
-        if m := re.search(r"^\s*threads: (\d+)", block, re.M):
-            job["threads"] = int(m.group(1))
-        if m := re.search(r"^\s*resources: (.*)$", block, re.M):
-            job.update(dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
-        jobs.append(job)
-    return jobs
-
-
-def test_full_study_through_the_profile_asks_gpus_for_networks_only(tmp_path):
-    """Dry run of config/ukb.yaml with the profile: planned resources and SLURM job count."""
-    override = full_study_paths(tmp_path)
-    res = _snakemake(
-        [
-            "-n",
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            "config/ukb.yaml",
-            str(override),
-            "--",
-            "results/deltas/all.csv",
-        ],
-        timeout=300,
-    )
-    assert res.returncode == 0, res.output[-3000:]
-    assert "Using profile slurm " in res.output
-    jobs = _jobs(res.stdout)
-    by_rule = {}
-    for job in jobs:
-        by_rule.setdefault(job["rule"], []).append(job)
-    assert {r: len(j) for r, j in by_rule.items()} == {
-        "preprocess_contrast": 342,
-        "train_networks": 114,
-        "predict_brain_age": 114,
-        "check_subjects": 1,
-        "combine_contrasts": 1,
-        "correct_deltas": 1,
-    }
-    for job in jobs:
-        if job["rule"] in GPU_RULES:
-            assert job.get("gpu") == "1", job
-        else:
-            assert "gpu" not in job, job
-    train = by_rule["train_networks"][0]
-    assert (train["threads"], train["mem_mb"], train["runtime"]) == (8, "16000", "1440")
-    prep = by_rule["preprocess_contrast"][0]
-    assert (prep["threads"], prep["mem_mb"], prep["runtime"]) == (4, "8000", "180")
-    # grouped: 342 preprocessing jobs in 57 SLURM jobs, 114 predictions in 19
-    groups = re.findall(r"Group job (\w+)", res.stdout)
-    assert (groups.count("preprocess"), groups.count("predict")) == (57, 19)
-    assert len(groups) + len(by_rule["train_networks"]) == 190  # SLURM jobs in all
 
 
 # ----------------------------------------------------------------------------- cluster
@@ -394,3 +337,13 @@ def test_training_stopped_at_its_time_limit_resumes_with_more_time(cluster, demo
     )
     assert list(metrics.epoch) == list(range(1, epochs + 1))
     assert not checkpoint.exists()
+
+
+@pytest.mark.slurm
+def test_readme_slurm_tool_runs(cluster):
+    """The SLURM command README.md shows (before --unlock: is a job of the old run queued?)."""
+    res = subprocess.run(
+        ["bash", "-c", "squeue --me"], env=cluster.env, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert "JOBID" in res.stdout

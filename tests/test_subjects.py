@@ -1,31 +1,13 @@
-import numpy as np
 import pandas as pd
 import pytest
 
 from agemapper.errors import InputDataError
 from agemapper.images import subjects
-from conftest import REPO
-
-
-def _released(tmp_path, small=False):
-    rng = np.random.default_rng(0)
-    sid = iter(range(1000000, 1100000))
-    for sex in subjects.SEXES:
-        for split, n in (("train", 6), ("validation", 3), ("test", 4)):
-            ids = [str(next(sid)) for _ in range(n)]
-            ages = rng.uniform(45, 80, n)
-            suffix = "_small" if small else ""
-            (tmp_path / f"{sex}_{split}{suffix}.txt").write_text("\n".join(ids) + "\n")
-            np.save(tmp_path / f"{sex}_{split}_age{suffix}.npy", ages)
-            if split == "test" and not small:
-                for half, part in (("A", slice(0, 2)), ("B", slice(2, 4))):
-                    (tmp_path / f"{sex}_test{half}.txt").write_text("\n".join(ids[part]))
-                    np.save(tmp_path / f"{sex}_test{half}_age.npy", ages[part])
-    return tmp_path
+from conftest import REPO, write_released_splits
 
 
 def test_released_pairs_become_one_tidy_table(tmp_path):
-    table = subjects.read_released(_released(tmp_path))
+    table = subjects.read_released(write_released_splits(tmp_path))
     assert list(table.columns) == subjects.COLUMNS
     assert len(table) == 26
     test = table[table.split == "test"]
@@ -36,7 +18,7 @@ def test_released_pairs_become_one_tidy_table(tmp_path):
 
 
 def test_small_selection_has_no_halves(tmp_path):
-    table = subjects.read_released(_released(tmp_path, small=True), small=True)
+    table = subjects.read_released(write_released_splits(tmp_path, small=True), small=True)
     assert (table.half == "").all() and len(table) == 26
 
 
@@ -98,6 +80,6 @@ def test_subject_in_two_splits_is_refused(tmp_path):
 
 
 def test_excluded_subjects_are_left_out(tmp_path):
-    table = subjects.read_released(_released(tmp_path))
+    table = subjects.read_released(write_released_splits(tmp_path))
     out = subjects.read_subjects(tmp_path, excluded={table.subject[0]})
     assert len(out) == len(table) - 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,9 +41,20 @@ VALUE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 
 class CacheWriter:
-    """Write volumes into a new cache, atomically (nothing appears until :meth:`close`)."""
+    """Write volumes into a new cache, atomically (nothing appears until :meth:`close`).
 
-    def __init__(self, path, rows: int, shape: Sequence[int], dtype: str = "float16"):
+    With ``partial`` (a checkpoint path outside the outputs), the cache is written there and a
+    journal beside it (``partial`` + ``.journal``, one JSON line per record, after the record)
+    says what is on disk; a writer opened again on the same partial with the same
+    ``fingerprint`` resumes: records the journal lists (and ``keep`` accepts) are kept, the
+    file is truncated after the last of them, :attr:`done` maps their rows to the ``extra``
+    each was written with. :meth:`close` renames the partial into place and removes the
+    journal. Without ``partial`` the cache is written under a temporary name next to ``path``.
+    ``dtype`` is the value type, ``float16`` or ``float32``.
+    """
+
+    def __init__(self, path, rows: int, shape: Sequence[int], partial=None, fingerprint=None,
+                 keep=None, dtype: str = "float16"):  # fmt: skip
         if dtype not in VALUE_DTYPES:
             raise ValueError(f"cache dtype {dtype!r}; expected one of {sorted(VALUE_DTYPES)}")
         self.dtype_name = dtype
@@ -52,14 +64,65 @@ class CacheWriter:
         self.voxels = math.prod(self.shape)
         self.mask_bytes = (self.voxels + 7) // 8
         self.records: list = [None] * int(rows)
-        self._atomic = atomic_path(self.path, suffix=".cache")
-        self._tmp = self._atomic.__enter__()
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed in close/abort)
-        self._fh.write(MAGIC + (0).to_bytes(8, "little"))
-        self._pos = HEADER
+        self.done: dict[int, dict] = {}
         self.stored_bytes = 0
+        self._atomic = None
+        self._journal = None
+        if partial is None:
+            self._atomic = atomic_path(self.path, suffix=".cache")
+            self._tmp = self._atomic.__enter__()
+            self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed in close/abort)
+            self._fh.write(MAGIC + (0).to_bytes(8, "little"))
+            self._pos = HEADER
+            return
+        self._tmp = Path(partial)
+        self._tmp.parent.mkdir(parents=True, exist_ok=True)
+        journal = Path(f"{self._tmp}.journal")
+        head = {"fingerprint": fingerprint, "rows": int(rows), "shape": list(self.shape),
+                "dtype": dtype}  # fmt: skip
+        kept = self._resume(journal, head, keep) if self._tmp.exists() else []
+        if not kept:
+            self._tmp.unlink(missing_ok=True)
+            self._fh = open(self._tmp, "wb")  # noqa: SIM115
+            self._fh.write(MAGIC + (0).to_bytes(8, "little"))
+            self._pos = HEADER
+        else:
+            self._fh = open(self._tmp, "r+b")  # noqa: SIM115
+            self._pos = kept[-1]["offset"] + self.mask_bytes + self.dtype.itemsize * kept[-1]["count"]
+            self._fh.truncate(self._pos)
+            self._fh.seek(self._pos)
+        for rec in kept:
+            self.records[rec["row"]] = [rec["offset"], rec["count"]]
+            self.done[rec["row"]] = rec.get("extra") or {}
+            self.stored_bytes += self.mask_bytes + self.dtype.itemsize * rec["count"]
+        self._journal = open(journal, "w")  # noqa: SIM115
+        self._journal.write(json.dumps(head) + "\n")
+        for rec in kept:
+            self._journal.write(json.dumps(rec) + "\n")
+        self._journal.flush()
 
-    def write(self, row: int, volume: np.ndarray) -> int:
+    def _resume(self, journal: Path, head: dict, keep) -> list[dict]:
+        """The journal's complete records, in order, up to the first one not on disk or kept."""
+        try:
+            lines = journal.read_text().splitlines()
+            if not lines or json.loads(lines[0]) != head:
+                return []
+        except (OSError, ValueError):
+            return []
+        size = self._tmp.stat().st_size
+        kept = []
+        for line in lines[1:]:
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                break
+            end = rec["offset"] + self.mask_bytes + self.dtype.itemsize * rec["count"]
+            if end > size or (keep is not None and not keep(rec["row"], rec.get("extra") or {})):
+                break
+            kept.append(rec)
+        return kept
+
+    def write(self, row: int, volume: np.ndarray, extra: dict | None = None) -> int:
         """Store ``volume`` (shape ``self.shape``) as cache row ``row``; return its bytes."""
         v = np.ascontiguousarray(volume, dtype=self.dtype)
         if v.shape != self.shape:
@@ -74,6 +137,11 @@ class CacheWriter:
         self._fh.write(np.packbits(mask).tobytes())
         self._fh.write(values.tobytes())
         size = self.mask_bytes + values.nbytes
+        if self._journal is not None:  # the record first, then the line that vouches for it
+            self._fh.flush()
+            rec = {"row": row, "offset": self._pos, "count": int(values.size), "extra": extra}
+            self._journal.write(json.dumps(rec) + "\n")
+            self._journal.flush()
         self._pos += size
         self.stored_bytes += size
         return size
@@ -84,11 +152,23 @@ class CacheWriter:
         self._fh.seek(len(MAGIC))
         self._fh.write(self._pos.to_bytes(8, "little"))
         self._fh.close()
-        self._atomic.__exit__(None, None, None)
+        if self._atomic is not None:
+            self._atomic.__exit__(None, None, None)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self._tmp, self.path)
+        self._journal.close()
+        Path(self._journal.name).unlink(missing_ok=True)
 
     def abort(self, exc: BaseException) -> None:
+        """Stop: a temporary file is removed; a partial and its journal stay, to resume."""
         self._fh.close()
-        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+        if self._atomic is not None:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+        else:
+            self._journal.close()
 
     def __enter__(self):
         return self

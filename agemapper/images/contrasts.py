@@ -1,6 +1,7 @@
 """The contrast table: which file holds each of the 57 AgeMapper contrasts, and how to scale it.
 
-``config/contrasts.tsv`` has one row per contrast with columns
+``config/contrasts.tsv`` has one row per contrast (``workflow/schemas/contrasts.schema.yaml``
+says what each may hold) with columns
 
 - ``contrast``: name used in file names and configs (e.g. ``T1_nonlinear``, ``rsfmri_3``);
 - ``modality``: a coarse family for reports (structural, swi, diffusion, resting fmri, ...);
@@ -13,19 +14,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from agemapper.errors import ConfigError
-from agemapper.images.grids import GRIDS
+from agemapper.tables import load_schema, repository_file, row_problems, unknown_columns
 
+# The columns of workflow/schemas/contrasts.schema.yaml, in file order.
 COLUMNS = ["contrast", "modality", "resolution", "data_file", "volume", "normalise", "scale_factor"]
-NORMALISATIONS = ("mean", "none")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+DEFAULT_TABLE = "config/contrasts.tsv"
 # Contrasts the original divides by their cropped mean before scaling.
 MEAN_NORMALISED = ("T1_nonlinear", "T1_linear", "T2_nonlinear")
 
@@ -93,53 +94,53 @@ def from_released_table(path) -> pd.DataFrame:
     return table
 
 
-def read_contrasts(path) -> dict[str, Contrast]:
-    """Read and validate a contrast table; return contrasts by name, in file order."""
+def default_table() -> Path:
+    """``config/contrasts.tsv`` of the repository the package sits in (from any directory)."""
+    return repository_file(DEFAULT_TABLE)
+
+
+def read_table(path) -> pd.DataFrame:
+    """The contrast table as it is in the file (one row per contrast), unchecked."""
     try:
-        table = pd.read_csv(path, sep="\t", dtype={"volume": "Int64"}, keep_default_na=True)
-    except Exception as exc:  # pragma: no cover - pandas gives the reason
+        return pd.read_csv(path, sep="\t", dtype={"volume": "Int64"}, keep_default_na=True)
+    except Exception as exc:  # pandas gives the reason
         raise ConfigError(f"contrast table {path}: cannot be read as TSV ({exc})") from exc
+
+
+def read_contrasts(path=None) -> dict[str, Contrast]:
+    """Read a contrast table (default: :func:`default_table`) and check it against
+    ``workflow/schemas/contrasts.schema.yaml``; return contrasts by name, in file order.
+    """
+    path = default_table() if path is None else path
+    table = read_table(path)
+    schema = load_schema("contrasts")
     missing = [c for c in COLUMNS if c not in table.columns]
-    extra = [c for c in table.columns if c not in COLUMNS]
+    extra = unknown_columns(table, schema)
     if missing or extra:
         raise ConfigError(
             f"contrast table {path}: expected columns {COLUMNS}; missing {missing}, unknown {extra}"
         )
-    contrasts: dict[str, Contrast] = {}
-    for i, rec in table.iterrows():
-        where = f"contrast table {path}, row {i + 2}"
-        name = str(rec["contrast"])
-        if not _NAME.match(name):
-            raise ConfigError(f"{where}: contrast name {name!r} must be letters, digits and _")
-        if name in contrasts:
-            raise ConfigError(f"{where}: contrast {name!r} is listed twice")
-        if rec["resolution"] not in GRIDS:
-            raise ConfigError(
-                f"{where}: resolution {rec['resolution']!r} of {name} is not one of {list(GRIDS)}"
-            )
-        if rec["normalise"] not in NORMALISATIONS:
-            raise ConfigError(
-                f"{where}: normalise {rec['normalise']!r} of {name} is not one of {NORMALISATIONS}"
-            )
-        scale = float(rec["scale_factor"])
-        if not math.isfinite(scale) or scale <= 0:
-            raise ConfigError(f"{where}: scale_factor of {name} must be a positive number")
-        data_file = str(rec["data_file"])
-        if data_file.startswith("/") or ".." in Path(data_file).parts:
-            raise ConfigError(f"{where}: data_file of {name} must be relative to a subject folder")
-        volume = None if pd.isna(rec["volume"]) else int(rec["volume"])
-        if volume is not None and volume < 0:
-            raise ConfigError(f"{where}: volume of {name} must be >= 0")
-        contrasts[name] = Contrast(
-            name=name,
-            modality=str(rec["modality"]),
-            resolution=str(rec["resolution"]),
-            data_file=data_file,
-            volume=volume,
-            normalise=str(rec["normalise"]),
-            scale_factor=scale,
+    for i, _, sentence in row_problems(table, schema):
+        raise ConfigError(f"contrast table {path}, row {i + 2}: {sentence}")
+    # what a row schema cannot say: names are unique, scale factors finite (JSON has no inf)
+    twice = table.contrast[table.contrast.duplicated()].tolist()
+    if twice:
+        raise ConfigError(f"contrast table {path}: contrast(s) {twice} listed twice")
+    infinite = table.contrast[~np.isfinite(table.scale_factor.astype(float))].tolist()
+    if infinite:
+        raise ConfigError(f"contrast table {path}: scale_factor of {infinite} is not finite")
+    return {
+        rec.contrast: Contrast(
+            name=str(rec.contrast),
+            modality=str(rec.modality),
+            resolution=str(rec.resolution),
+            data_file=str(rec.data_file),
+            volume=None if pd.isna(rec.volume) else int(rec.volume),
+            normalise=str(rec.normalise),
+            scale_factor=float(rec.scale_factor),
         )
-    return contrasts
+        for rec in table.itertuples(index=False)
+    }
 
 
 def select(contrasts: dict[str, Contrast], names) -> list[Contrast]:

@@ -104,6 +104,7 @@ def load_volume(
         raise InputDataError(
             f"voxel size {zooms} mm is not {grid.voxel_mm} mm ({grid.name} grid)", **err
         )
+    _check_orientation(img, grid, err)
     proxy = img.dataobj
     if volume is None:
         if len(shape) != 3:
@@ -125,6 +126,60 @@ def load_volume(
     if not arr.any():
         raise InputDataError("volume is all zeros", **err)
     return arr
+
+
+# FSL writes MNI152 affines as float32 of exact values; anything further off is another space.
+AFFINE_TOLERANCE = 1e-3  # mm in the translation, and in each entry of the 3x3 part
+
+
+def image_affine(img) -> tuple[np.ndarray | None, str]:
+    """The affine the header declares (sform, else qform) and which one, or None if neither."""
+    header = img.header
+    sform_code = int(header["sform_code"])
+    qform_code = int(header["qform_code"])
+    if sform_code > 0:
+        return np.asarray(header.get_sform(), dtype=float), f"sform (code {sform_code})"
+    if qform_code > 0:
+        return np.asarray(header.get_qform(), dtype=float), f"qform (code {qform_code})"
+    return None, "no sform or qform"
+
+
+def _check_orientation(img, grid: Grid, err: dict) -> None:
+    """The voxel-to-world affine must be the grid's MNI152 affine: no flip, shift or rotation.
+
+    Grid shape and voxel size alone accept a left-right flipped image, a scanner-space image
+    resampled to the same shape, or a shifted origin, and the network would silently see
+    another brain position.
+    """
+    affine, source = image_affine(img)
+    expected = grid.affine_array
+    if affine is None:
+        raise InputDataError(
+            f"header has neither an sform nor a qform: its orientation is unknown (the {grid.name} "
+            "MNI152 grid is expected)",
+            **err,
+        )
+    if np.allclose(affine, expected, atol=AFFINE_TOLERANCE):
+        return
+    flips = [
+        "xyz"[i]
+        for i in range(3)
+        if np.sign(affine[i, i]) != np.sign(expected[i, i]) and abs(affine[i, i]) > 1e-6
+    ]
+    rotation_ok = np.allclose(np.abs(affine[:3, :3]), np.abs(expected[:3, :3]), atol=1e-3)
+    if flips and rotation_ok:
+        what = f"the {', '.join(flips)} axis is flipped"
+    elif rotation_ok and np.allclose(affine[:3, :3], expected[:3, :3], atol=AFFINE_TOLERANCE):
+        shift = affine[:3, 3] - expected[:3, 3]
+        what = f"the origin is shifted by ({', '.join(f'{v:+.3g}' for v in shift)}) mm"
+    else:
+        what = "it is rotated, sheared or scaled (not the MNI152 axes)"
+    found = np.array2string(affine[:3], precision=3, suppress_small=True, separator=",")
+    raise InputDataError(
+        f"orientation: {what}; its {source} affine {' '.join(found.split())} is not the "
+        f"{grid.name} MNI152 affine (registered to MNI152 with FSL's standard grid?)",
+        **err,
+    )
 
 
 def nifti_bytes(data: np.ndarray, grid: Grid, quantum: float | None = None) -> bytes:

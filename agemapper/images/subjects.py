@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from agemapper.errors import ConfigError, InputDataError
+from agemapper.tables import load_schema, row_problems
 
+# The same values as workflow/schemas/subjects.schema.yaml (tests/test_schemas.py checks it).
 SEXES = ("female", "male")
 SPLITS = ("train", "validation", "test")
 HALVES = ("A", "B")
 COLUMNS = ["subject", "sex", "split", "half", "age"]
-AGE_RANGE = (30.0, 100.0)  # plausible ages at a UK Biobank imaging visit
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -37,7 +38,14 @@ def _read_pair(directory: Path, sex: str, split: str, small: bool) -> pd.DataFra
     ids_path = directory / f"{sex}_{split}{'_small' if small else ''}.txt"
     age_path = directory / f"{sex}_{split}_age{'_small' if small else ''}.npy"
     ids = _read_ids(ids_path)
-    ages = np.load(age_path, allow_pickle=False)
+    try:
+        ages = np.load(age_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputDataError("file is missing", path=age_path) from None
+    except (OSError, ValueError, EOFError) as exc:  # pickled objects are refused, never loaded
+        raise InputDataError(f"not a NumPy array of ages ({exc})", path=age_path) from exc
+    if not np.issubdtype(ages.dtype, np.number):
+        raise InputDataError(f"ages of dtype {ages.dtype}, numbers expected", path=age_path)
     if ages.ndim != 1 or len(ages) != len(ids):
         raise InputDataError(
             f"{ages.shape} ages for {len(ids)} subjects in {ids_path.name}", path=age_path
@@ -123,7 +131,8 @@ def check(path, excluded=None, qc: str = "strict") -> tuple[pd.DataFrame, pd.Dat
 
 
 def validate(table: pd.DataFrame, source: str = "subject table", qclog=None) -> pd.DataFrame:
-    """Check ids, sexes, splits, halves and ages and that no subject is listed twice.
+    """Check every row against ``workflow/schemas/subjects.schema.yaml`` (ids, sexes, splits,
+    halves, ages) and that no subject is listed twice.
 
     Each bad row is passed to ``qclog`` (which raises under the strict policy, the default);
     under ``skip`` bad rows are dropped, and a subject listed twice is dropped altogether.
@@ -132,41 +141,39 @@ def validate(table: pd.DataFrame, source: str = "subject table", qclog=None) -> 
 
     qclog = QCLog("strict", "subjects") if qclog is None else qclog
     table = table.copy()
-    table["subject"] = table["subject"].astype(str).str.strip()
+    ids = table["subject"]
+    table["subject"] = ids.where(ids.isna(), ids.astype(str).str.strip())
     table["half"] = table["half"].fillna("").astype(str)
     ages = pd.to_numeric(table.age, errors="coerce")
-    checks = [
-        (~table.sex.isin(SEXES), lambda r: f"sex {r.sex!r} is not one of {SEXES}"),
-        (~table.split.isin(SPLITS), lambda r: f"split {r.split!r} is not one of {SPLITS}"),
-        (
-            ~table.half.isin(("",) + HALVES) | ((table.half != "") & (table.split != "test")),
-            lambda r: f"half {r.half!r} must be A or B, and only for test subjects",
-        ),
-        (
-            ages.isna() | (ages < AGE_RANGE[0]) | (ages > AGE_RANGE[1]),
-            lambda r: f"age {r.age!r} is missing, not a number or outside {AGE_RANGE}",
-        ),
-    ]
-    bad = pd.Series(False, index=table.index)
-    for mask, message in checks:
-        for _, r in table[mask & ~bad].iterrows():
-            qclog.handle(InputDataError(message(r), subject=r.subject, path=source))
-        bad |= mask
-    dup = table.subject.duplicated(keep=False) & ~bad
+    # a number where the cell holds one, else the cell as it is (the schema says what is wrong)
+    table["age"] = ages.astype(object).where(ages.notna(), table.age)
+    problems: dict[int, list[str]] = {}
+    for i, _, sentence in row_problems(table, load_schema("subjects")):
+        problems.setdefault(i, []).append(sentence)
+    bad = np.zeros(len(table), dtype=bool)
+    for i, sentences in problems.items():
+        subject = table.subject.iat[i]
+        if pd.isna(subject):
+            sentences = [f"row {i + 1} of the table: " + "; ".join(sentences)]
+            subject = None
+        qclog.handle(InputDataError("; ".join(sentences), subject=subject, path=source))
+        bad[i] = True
+    dup = table.subject.duplicated(keep=False).to_numpy() & ~bad
     for subject in table.subject[dup].unique():
         where = table[table.subject == subject][["sex", "split"]].to_numpy().tolist()
         qclog.handle(
             InputDataError(f"listed more than once ({where})", subject=subject, path=source)
         )
     bad |= dup
-    table["age"] = ages
     out = table[~bad].copy()
     out["age"] = out["age"].astype(float)
     return out.reset_index(drop=True)
 
 
-def select(table: pd.DataFrame, sex: str, split: str) -> pd.DataFrame:
-    """Subjects of one sex and split, in table order."""
-    if sex not in SEXES or split not in SPLITS:
+def select(table: pd.DataFrame, sex: str, split) -> pd.DataFrame:
+    """Subjects of one sex and split (or list of splits, in that order), in table order."""
+    splits = [split] if isinstance(split, str) else list(split)
+    if sex not in SEXES or not splits or any(s not in SPLITS for s in splits):
         raise ConfigError(f"unknown sex/split {sex!r}/{split!r}")
-    return table[(table.sex == sex) & (table.split == split)].reset_index(drop=True)
+    mine = table[table.sex == sex]
+    return pd.concat([mine[mine.split == s] for s in splits], ignore_index=True)

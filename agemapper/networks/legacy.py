@@ -8,10 +8,10 @@ and 32->1 linear layers), possibly prefixed ``module.`` (DataParallel). Ours are
 their input x2 inside the network; our caches hold that upsampled grid, so the weights apply as
 they are.
 
-Command line::
+Command line (``python -m agemapper.networks.legacy`` takes the same arguments)::
 
-    python -m agemapper.networks.legacy ORIGINAL.pth.tar OUT/model.safetensors \\
-        --contrast T1_nonlinear --contrasts-table config/contrasts.tsv [--sex female --replicate 1]
+    agemapper import-original ORIGINAL.pth.tar OUT/model.safetensors --contrast T1_nonlinear \\
+        [--contrasts-table config/contrasts.tsv --sex female --replicate 1]
 """
 
 from __future__ import annotations
@@ -77,19 +77,31 @@ def convert(path, out, contract: dict, sex: str = "", replicate: int = 1) -> dic
     return meta
 
 
-def main(argv=None) -> None:
-    from agemapper.images.contrasts import read_contrasts
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("original")
-    parser.add_argument("out")
-    parser.add_argument("--contrast", required=True)
-    parser.add_argument("--contrasts-table", default="config/contrasts.tsv")
-    parser.add_argument("--sex", default="")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("original", help="a network of the original release (.pth.tar)")
+    parser.add_argument("out", help="the model to write (.safetensors)")
+    parser.add_argument("--contrast", required=True, help="its contrast, e.g. T1_nonlinear")
+    parser.add_argument(
+        "--contrasts-table",
+        default=None,
+        help="contrast table (default: config/contrasts.tsv of the repository the package is in)",
+    )
+    parser.add_argument("--sex", default="", help="female or male (recorded in the metadata)")
     parser.add_argument("--replicate", type=int, default=1)
-    args = parser.parse_args(argv)
-    contract = read_contrasts(args.contrasts_table)[args.contrast].as_dict()
-    convert(args.original, args.out, contract, args.sex, args.replicate)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from agemapper.images.contrasts import read_contrasts, select
+
+    contract = select(read_contrasts(args.contrasts_table), [args.contrast])[0].as_dict()
+    return convert(args.original, args.out, contract, args.sex, args.replicate)
+
+
+def main(argv=None) -> None:
+    """``python -m agemapper.networks.legacy``; the same as ``agemapper import-original``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

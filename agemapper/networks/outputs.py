@@ -24,7 +24,7 @@ from agemapper.errors import InputDataError
 from agemapper.io import write_json, write_table
 from agemapper.networks.models import build_model, count_parameters
 from agemapper.networks.replicates import METRIC_COLUMNS, Replicate, cpu_state
-from agemapper.networks.serialization import load_tensors, save_tensors
+from agemapper.networks.serialization import check_model_file, load_tensors, save_tensors
 from agemapper.networks.speed import resolve_device
 
 log = logging.getLogger("agemapper.networks.training")
@@ -89,10 +89,15 @@ def versions() -> dict:
 def load_model(weights, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained network from its safetensors weights and embedded metadata."""
     tensors, meta = load_tensors(weights)
-    if meta.get("format") != "agemapper-model/1":
-        raise InputDataError("not an AgeMapper model file (no metadata)", path=weights)
+    check_model_file(tensors, meta, weights)
     model = build_model(meta["model"], meta["input"]["shape"])
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
+        detail = " ".join(str(exc).split())
+        raise InputDataError(
+            f"does not fit the network its metadata describes ({detail[:300]})", path=weights
+        ) from exc
     model.to(resolve_device(device)).eval()
     return model, meta
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import torch
 from agemapper.errors import ConfigError
 from agemapper.networks.batches import BatchSource
 from agemapper.networks.training import load_model
+from agemapper.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,17 @@ def _norm(v):
 
 
 @torch.no_grad()
-def predict_cache(models, source: BatchSource, batch_size: int = 12) -> np.ndarray:
+def predict_cache(models, source: BatchSource, batch_size: int = 12, label="") -> np.ndarray:
     """Predicted ages, one column per model, for every subject in the source's manifest."""
     n = len(source)
     out = np.zeros((n, len(models)), dtype=np.float64)
     starts = range(0, n, batch_size)
     indices = (torch.arange(s, min(s + batch_size, n)) for s in starts)
+    progress = Progress(label or "prediction", n, "subject", log=log)
     for start, (x, _) in zip(starts, source.batches(indices), strict=True):
         for j, model in enumerate(models):
             out[start : start + len(x), j] = model.to_age(model(x)).double().cpu().numpy()
+        progress.update(start + len(x))
     return out
 
 
@@ -65,7 +69,18 @@ def predict(weights: list, caches: list, infos: list, device: str = "cpu") -> pd
         for w, (_, meta) in zip(weights, loaded, strict=True):
             check_contract(meta, info, w)
         source = BatchSource(cache, torch.device(device), preload_bytes=0)
-        preds = predict_cache(models, source)
+        preds = predict_cache(models, source, label=Path(cache).name)
+        bad = ~np.isfinite(preds)
+        if bad.any():
+            from agemapper.errors import InputDataError
+
+            row, rep = (int(v[0]) for v in np.nonzero(bad))
+            raise InputDataError(
+                f"replicate {rep + 1} predicted {preds[row, rep]} for {int(bad.any(1).sum())} "
+                f"subject(s) (first: subject {source.manifest.subject.iloc[row]}): a network "
+                "whose training diverged, or input it was not trained for",
+                path=weights[rep],
+            )
         table = source.manifest[["subject", "sex", "split", "half", "age"]].copy()
         for j in range(preds.shape[1]):
             table[f"replicate_{j + 1}"] = preds[:, j]

@@ -57,6 +57,37 @@ def load_torch_weights(path) -> dict[str, torch.Tensor]:
     return obj
 
 
+MODEL_FORMAT = "agemapper-model/1"
+# what a model file must say about its input before it may predict anything
+CONTRACT_KEYS = ("contrast", "resolution", "data_file", "normalise", "scale_factor", "shape")
+
+
+def check_model_file(tensors: dict[str, torch.Tensor], meta: dict, path) -> None:
+    """Refuse a model file that is not ours, lacks its input contract, or holds weights of
+    another type (float16 or integer weights would be cast silently and predict wrongly)."""
+    if meta.get("format") != MODEL_FORMAT:
+        raise InputDataError("not an AgeMapper model file (no model metadata)", path=path)
+    contract = meta.get("input") or {}
+    missing = [k for k in CONTRACT_KEYS if k not in contract]
+    if missing or "model" not in meta:
+        raise InputDataError(
+            f"model file without its input contract (missing {missing or ['model']}): which "
+            "contrast, file and scaling it expects is unknown; convert original networks with "
+            "their --contrast",
+            path=path,
+        )
+    for name, tensor in tensors.items():
+        expected = torch.int64 if name.endswith("num_batches_tracked") else torch.float32
+        if tensor.dtype != expected:
+            raise InputDataError(
+                f"tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, "
+                f"{str(expected).removeprefix('torch.')} expected",
+                path=path,
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputDataError(f"tensor {name} holds NaN or Inf values", path=path)
+
+
 def _jsonable(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()

@@ -44,6 +44,7 @@ from agemapper.networks.serialization import fingerprint
 from agemapper.networks.settings import resolve
 from agemapper.networks.speed import Speed, default_threads, fast_path, resolve_device
 from agemapper.networks.stopping import stuck_reason
+from agemapper.progress import Progress
 from agemapper.seeds import derive_seed
 
 __all__ = [
@@ -139,6 +140,7 @@ class Trainer:
         self.batch_start = 0  # next batch within the current epoch
         self.perm: torch.Tensor | None = None  # this epoch's order (shared batch order)
         self.epoch_seconds = 0.0
+        self.progress: Progress | None = None  # the epoch log line, set by run()
         self._signal = None
 
     # -- checkpointing (agemapper.networks.checkpoint)
@@ -283,15 +285,10 @@ class Trainer:
                 lines[-1] += " (stopped early)"
         self.epoch_seconds = 0.0
         remaining = max((int(self.settings["epochs"]) - r.epoch for r in self._active()), default=0)
-        log.info(
-            "%s epoch %d/%d %.1f s, ETA <= %.0f s | %s",
-            self.describe,
-            self.epoch,
-            self.epoch + remaining,
-            seconds,
-            seconds * remaining,
-            " | ".join(lines),
-        )
+        if self.progress is None:  # outside run()
+            self.progress = Progress(self.describe, self.epoch + remaining, "epoch", log=log, every=1)
+        self.progress.total = self.epoch + remaining  # a restart adds epochs
+        self.progress.update(self.epoch, f"last {seconds:.1f} s | " + " | ".join(lines))
 
     def _restart(self, rep: Replicate, row: dict, reason: str) -> None:
         row["restarted"] = reason
@@ -316,6 +313,16 @@ class Trainer:
     def run(self) -> None:
         """Train until every replicate stops early or reaches the epoch limit."""
         self.try_resume()
+        # early stopping may end sooner (the ETA is a bound), a restart later
+        self.progress = Progress(
+            self.describe,
+            int(self.settings["epochs"]),
+            "epoch",
+            log=log,
+            every=1,
+            done=self.epoch,
+            upper_bound=True,
+        )
         n = len(self.train)
         log.info(
             "%s: %d training / %d validation subjects, grid %s (stored %s), %d replicates x %d "

@@ -4,6 +4,7 @@
 - :mod:`~agemapper.stats.deltas`: brain-age deltas and their age-bias correction.
 - :mod:`~agemapper.stats.nidps`: nIDP tables as FUNPACK writes them, and their labels.
 - :mod:`~agemapper.stats.associations`: deconfounded correlations of deltas with nIDPs.
+- :mod:`~agemapper.stats.correlation`: Pearson's r, guarded (metrics, evaluation, figures).
 
 Never imports :mod:`agemapper.networks` (no torch needed here) or :mod:`agemapper.report`.
 """

@@ -22,6 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ def design_matrix(
     parts, names = [np.ones((len(frame), 1))], ["intercept"]
     for col in columns:
         values = frame[col]
-        if col in categorical:
-            levels = sorted(values.dropna().unique(), key=str)
-            for level in levels[1:]:  # first level is the reference
-                parts.append((values == level).to_numpy(float)[:, None])
-                names.append(f"{col}={level}")
+        if col in categorical:  # one 0/1 column per level but the first (the reference)
+            levels = values.astype(str).where(values.notna())  # sorted as text; NaN: all 0
+            dummies = pd.get_dummies(levels, prefix=col, prefix_sep="=", drop_first=True)
+            parts.append(dummies.to_numpy(float))
+            names += list(dummies.columns)
             continue
         x = values.to_numpy(float)
         sd = x.std()
@@ -238,26 +239,25 @@ def p_values(t: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(log_p), -log_p / np.log(10.0)
 
 
+def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
+    """p-values adjusted over their non-NaN entries by statsmodels' ``multipletests``
+    (``bonferroni``, ``fdr_bh``, ...); NaN stays NaN and is not counted as a test.
+    """
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
 def bonferroni(p: np.ndarray) -> np.ndarray:
-    return np.minimum(p * np.count_nonzero(~np.isnan(p)), 1.0)
+    return adjust_p(p, "bonferroni")
 
 
 def fdr_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN."""
-    p = np.asarray(p, float)
-    q = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    pv = p[ok]
-    m = len(pv)
-    if m == 0:
-        return q
-    order = np.argsort(pv)
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    adj = np.empty(m)
-    adj[order] = np.minimum(ranked, 1.0)
-    q[ok] = adj
-    return q
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
+    return adjust_p(p, "fdr_bh")
 
 
 def associate(
@@ -389,7 +389,9 @@ def discover_and_replicate(
     subjects). Returns one row per discovery test, most significant first: the discovery
     columns of ``add_significance`` (Bonferroni and FDR over *all* discovery tests), then
     ``n_B``, ``r_B``, ``t_B``, ``df_B``, ``p_B``, ``neglog10_p_B`` (the same test in half B;
-    empty where it could not be run there), ``p_B_corrected`` and ``replicated``.
+    empty where it could not be run there), ``p_B_<significance>`` (``p_B_fdr`` or
+    ``p_B_bonferroni``: p_B corrected over the discoveries, see ``replication_p_column``) and
+    ``replicated``.
 
     The rule. A test is a *discovery* when its discovery p, corrected over all discovery tests
     by ``significance`` (``fdr``: Benjamini-Hochberg; ``bonferroni``), is below ``alpha``. A
@@ -418,7 +420,7 @@ def discover_and_replicate(
     corrected = np.full(len(table), np.nan)
     corrected[found] = (bonferroni if significance == "bonferroni" else fdr_bh)(carried)
     corrected[np.isnan(p_b)] = np.nan
-    table["p_B_corrected"] = corrected
+    table[replication_p_column(significance)] = corrected
     same_sign = np.sign(table.r_B.to_numpy(float)) == np.sign(table.r.to_numpy(float))
     table["replicated"] = found & same_sign & (np.nan_to_num(corrected, nan=1.0) < alpha)
     return table
@@ -440,7 +442,18 @@ OUTPUT_COLUMNS = [
     "significant_bonferroni",
     "significant_fdr",
 ]
-REPLICATION_COLUMNS = ["n_B", "r_B", "t_B", "df_B", "p_B", "neglog10_p_B", "p_B_corrected"]
+REPLICATION_COLUMNS = ["n_B", "r_B", "t_B", "df_B", "p_B", "neglog10_p_B"]
+
+
+def replication_p_column(significance: str) -> str:
+    """The column of p_B corrected over the discoveries, named after the method that did it."""
+    return f"p_B_{significance}"
+
+
+def find_replication_p_column(table: pd.DataFrame) -> str | None:
+    """The ``replication_p_column`` of a table written by this module (None without one)."""
+    found = [c for c in ("p_B_fdr", "p_B_bonferroni") if c in table.columns]
+    return found[0] if found else None
 
 
 def with_labels(table: pd.DataFrame) -> pd.DataFrame:
@@ -489,7 +502,7 @@ def run_associations(
     ``out_sig`` receives the discoveries, most significant first.
     """
     from agemapper.errors import ConfigError, InputDataError
-    from agemapper.io import write_table
+    from agemapper.io import READABLE_DIGITS, write_table
     from agemapper.stats.nidps import prepare, read_subject_table
 
     alpha = float(cfg.get("alpha", 0.05))
@@ -555,12 +568,20 @@ def run_associations(
     else:
         table = add_significance(associate(deltas, matrix, confounds, **run), alpha)
     table = with_labels(table)
-    significant = table[table[flag]]
-    write_table(out_all, table)
-    write_table(out_sig, significant)
+    if table.empty:
+        log.warning(
+            "no association was tested: every test had fewer than %d subjects or no variance "
+            "left after deconfounding (too small a cohort for its confounds?)",
+            min_subjects,
+        )
+    significant = table[table[flag].astype(bool)]
+    write_table(out_all, table, digits=READABLE_DIGITS)
+    write_table(out_sig, significant, digits=READABLE_DIGITS)
+    if dropped.empty:  # say so, rather than leave a table with no rows
+        dropped = pd.DataFrame([{"nidp": "(none)", "reason": "no nIDP column or row left out"}])
     write_table(out_dropped, dropped)
     if out_qc is not None:
-        write_table(out_qc, qclog.frame())
+        write_table(out_qc, qclog.table())
     summary = f"{len(table)} tests, {len(significant)} significant ({significance} < {alpha})"
     if replication:
         summary = (

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from agemapper.stats.correlation import pearson
 
 METHODS = ("smith2019", "linear")
 TERMS = ("age", "age2", "age3")
@@ -37,6 +38,12 @@ class BiasCorrection:
             power = {"age": 1, "age2": 2, "age3": 3}[term]
             cols.append(z**power)
         return np.column_stack(cols)
+
+    def coef_names(self) -> tuple[str, ...]:
+        """What each coefficient multiplies: ``predicted = slope * age + intercept`` (linear);
+        ``delta = intercept + age * z + age2 * z^2 ...`` with z the standardised age
+        ``(age - age_mean) / age_scale`` (smith2019)."""
+        return ("slope", "intercept") if self.method == "linear" else ("intercept", *self.terms)
 
     def apply(self, age, predicted) -> np.ndarray:
         age = np.asarray(age, float)
@@ -68,12 +75,6 @@ def fit_bias_correction(age, predicted, method: str = "smith2019", terms=("age",
     X = corr.design(age)
     beta, *_ = np.linalg.lstsq(X, predicted - age, rcond=None)
     return BiasCorrection("smith2019", tuple(terms), corr.age_mean, scale, tuple(map(float, beta)))
-
-
-def _pearson(x, y) -> float:
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(stats.pearsonr(x, y)[0])
 
 
 CORRECTION_COLUMNS = ["contrast", "sex", "method", "terms", "age_mean", "age_scale", "coef"]
@@ -122,8 +123,11 @@ def correct_deltas(
     ``predictions`` has columns contrast, sex, subject, split, half, age, predicted and
     replicate_* columns. With ``stored`` corrections (from :func:`read_corrections`) nothing is
     fitted: a new cohort is corrected exactly as the original run's test split was. Returns
-    (deltas, metrics, corrections): one row per subject and contrast; one row per contrast, sex
-    and split with MAE and correlations before and after correction; the corrections used.
+    (deltas, metrics, corrections): one row per subject and contrast (with two or more
+    replicates, ``predicted_sd`` is the standard deviation of the replicates' predictions);
+    one row per contrast, sex and split with MAE and correlations before and after correction
+    and the correction's coefficients (``correction_<term>``, see ``coef_names``); the
+    corrections used.
     """
     from agemapper.errors import ConfigError
 
@@ -142,8 +146,10 @@ def correct_deltas(
         out["delta_corrected"] = corr.apply(out.age, out.predicted)
         out["predicted_corrected"] = out.age + out.delta_corrected
         out["contrast"] = contrast
-        rows.append(out)
         replicate_cols = [c for c in group.columns if c.startswith("replicate_")]
+        if len(replicate_cols) >= 2:  # how far the replicate networks disagree, per subject
+            out["predicted_sd"] = group[replicate_cols].std(axis=1, ddof=1)
+        rows.append(out)
         for split, part in out.groupby("split", sort=False):
             reps = group.loc[part.index, replicate_cols]
             rep_mae = (reps.sub(part.age, axis=0)).abs().mean()
@@ -154,10 +160,10 @@ def correct_deltas(
                     "split": split,
                     "n": len(part),
                     "mae": float(part.delta.abs().mean()),
-                    "r_predicted_age": _pearson(part.predicted, part.age),
-                    "r_delta_age": _pearson(part.delta, part.age),
+                    "r_predicted_age": pearson(part.predicted, part.age),
+                    "r_delta_age": pearson(part.delta, part.age),
                     "mae_corrected": float(part.delta_corrected.abs().mean()),
-                    "r_delta_corrected_age": _pearson(part.delta_corrected, part.age),
+                    "r_delta_corrected_age": pearson(part.delta_corrected, part.age),
                     "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
                     "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
                     "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,
@@ -168,7 +174,10 @@ def correct_deltas(
                         (part.age - (fit.age if len(fit) else part.age).mean()).abs().mean()
                     ),
                     "correction": corr.method,
-                    "correction_coef": " ".join(f"{c:.6g}" for c in corr.coef),
+                    **{
+                        f"correction_{name}": value
+                        for name, value in zip(corr.coef_names(), corr.coef, strict=True)
+                    },
                 }
             )
     columns = [
@@ -183,5 +192,7 @@ def correct_deltas(
         "predicted_corrected",
         "contrast",
     ]
+    if rows and all("predicted_sd" in r.columns for r in rows):
+        columns.append("predicted_sd")
     deltas = pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
     return deltas, pd.DataFrame(metrics), corrections_table(used)

@@ -159,7 +159,8 @@ def labels(columns) -> pd.DataFrame:
                 "category": cats.category.get(f, "uncategorised") if f is not None else "",
             }
         )
-    out = pd.DataFrame(rows)
+    columns = ["nidp", "field", "title", "value_type", "units", "category"]
+    out = pd.DataFrame(rows, columns=columns)  # no nIDP tested: an empty table, same columns
     out["units"] = out["units"].fillna("")
     return out
 

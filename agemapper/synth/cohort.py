@@ -35,6 +35,7 @@ from agemapper.images.contrasts import Contrast
 from agemapper.images.grids import get_grid
 from agemapper.images.nifti import write_volume
 from agemapper.io import write_json, write_table
+from agemapper.progress import Progress
 from agemapper.seeds import derive_seed
 from agemapper.synth.anatomy import anatomy
 
@@ -434,6 +435,27 @@ def _write_subject(row) -> int:
     return len(written)
 
 
+MARKER = ".agemapper-synthetic-cohort"
+
+
+def claim_folder(data_directory) -> None:
+    """Write only into a folder this generator made: a missing or empty one, or one it marked.
+
+    Pointed by mistake at real subject folders, the generator would write synthetic images
+    over them; it refuses instead, naming the folder.
+    """
+    from agemapper.errors import ConfigError
+
+    folder = Path(data_directory)
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise ConfigError(
+            f"synthetic: refusing to write the synthetic cohort into {folder}: it holds files "
+            f"this generator did not write (no {MARKER}); is cohort.data_directory your real data?"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by agemapper.synth.cohort.generate\n")
+
+
 def generate(
     splits: pd.DataFrame,
     contrasts: list[Contrast],
@@ -451,6 +473,7 @@ def generate(
     ``summary`` (JSON, written last).
     """
     start = time.monotonic()
+    claim_folder(data_directory)
     subjects = sample_subjects(splits, counts, seed)
     lat = latent_variables(subjects, seed)
     nidps, planted = phenotypes(subjects, lat, seed)
@@ -478,6 +501,7 @@ def generate(
             )
     design = Design(seed=seed, counts=dict(counts), contrasts=tuple(contrasts), noise=noise)
     rows = [r for _, r in subjects.iterrows()]
+    progress = Progress("synthetic cohort", len(rows), "subject", log=log)
     if workers > 1:
         for res in {c.resolution for c in contrasts}:  # build once, share with forked workers
             anatomy(res)
@@ -488,12 +512,12 @@ def generate(
             initargs=(design, str(data_directory), lat),
         ) as pool:
             for i, _ in enumerate(pool.map(_write_subject, rows, chunksize=4)):
-                _progress(i, len(rows), start)
+                progress.update(i + 1)
     else:
         _init_worker(design, str(data_directory), lat)
         for i, row in enumerate(rows):
             _write_subject(row)
-            _progress(i, len(rows), start)
+            progress.update(i + 1)
 
     write_table(outputs["subjects"], subjects)
     write_table(outputs["nidps"], nidps)
@@ -512,15 +536,3 @@ def generate(
     }
     write_json(outputs["summary"], summary)
     return summary
-
-
-def _progress(i: int, n: int, start: float) -> None:
-    if (i + 1) % max(1, n // 10) == 0 or i + 1 == n:
-        rate = (i + 1) / (time.monotonic() - start)
-        log.info(
-            "synthetic cohort: %d/%d subjects, %.1f subjects/s, ETA %.0f s",
-            i + 1,
-            n,
-            rate,
-            (n - i - 1) / rate,
-        )

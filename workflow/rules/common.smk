@@ -9,9 +9,10 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 try:
     from agemapper import paths
-    from agemapper.images.contrasts import read_contrasts, select
+    from agemapper.images.contrasts import read_contrasts, read_table, select
     from agemapper.errors import AgeMapperError
     from agemapper.networks.settings import resolve as resolve_training
+    from agemapper import planning
 except ImportError as exc:
     raise WorkflowError(
         f"cannot import the agemapper package ({exc}); install the environment "
@@ -19,9 +20,18 @@ except ImportError as exc:
     )
 
 
+try:
+    planning.check_required(
+        config
+    )  # before the schema: a message that says where to set it
+except AgeMapperError as exc:
+    raise WorkflowError(str(exc))
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:
+    validate(
+        read_table(config["contrasts_table"]), schema="../schemas/contrasts.schema.yaml"
+    )
     CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
     CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
     resolve_training(config["training"])  # optimiser and scheduler names (their tables)
@@ -34,15 +44,56 @@ COHORT = config["cohort"]
 # Apply mode: trained networks of another run predict a new cohort (its "test" split).
 APPLY = config.get("apply")
 SYNTHETIC = None if APPLY else config.get("synthetic")
-SPLITS = ["test"] if APPLY else ["train", "validation", "test"]
-PREDICT_SPLITS = ["test"] if APPLY else ["validation", "test"]
+# Caches, by what reads them: training reads "train" and "validation"; prediction reads
+# "predict" (validation and test subjects; apply mode: the new cohort's test subjects). The
+# validation subjects are preprocessed twice (about 8% more preprocessing) so that prediction
+# shares no file with training: redoing predictions never makes a network look out of date.
+CACHES = (
+    {"predict": ["test"]}
+    if APPLY
+    else {
+        "train": ["train"],
+        "validation": ["validation"],
+        "predict": ["validation", "test"],
+    }
+)
+SPLITS = list(CACHES)
 ENSEMBLES = config.get("ensembles", {}).get("methods", [])
+MODE = "apply" if APPLY else ("demo" if SYNTHETIC else "study")
+
+# Everything planning can see is checked now, not after the trainings; and one results folder
+# holds one cohort (results/run.json), so that the demo started in the study's checkout by
+# mistake is refused instead of retraining over the study's networks.
+try:
+    planning.check_config(
+        config,
+        generated=[COHORT[k] for k in planning.COHORT_KEYS] if SYNTHETIC else [],
+        apply=bool(APPLY),
+    )
+    planning.claim_results(
+        paths.ROOT, planning.cohort_identity(config, MODE), write=False
+    )
+except AgeMapperError as exc:
+    raise WorkflowError(str(exc))
+
+
+onstart:
+    # a run that executes jobs (not a dry run) records whose results folder this is
+    planning.claim_results(
+        paths.ROOT, planning.cohort_identity(config, MODE), write=True
+    )
+
+
+# the demo's cohort is synthetic (in apply mode too, when applied to it): pages say so
+SYNTHETIC_DATA = "synthetic" in config
+# contrasts as the config lists them, then the ensembles: the order of figures and pages
+CONTRAST_ORDER = CONTRASTS + [f"ensemble_{m}" for m in ENSEMBLES]
 
 
 wildcard_constraints:
     contrast="|".join(re.escape(c) for c in CONTRASTS),
     sex="|".join(SEXES),
-    split="|".join(SPLITS),
+    split="|".join(SPLITS),  # a cache's name (CACHES), not always a subject split
     replicate=r"\d+",
 
 
@@ -87,6 +138,13 @@ def initial_networks():
     return expand(pattern, replicate=REPLICATES, allow_missing=True) if pattern else []
 
 
+def intensity_reference(wildcards):
+    """The training split's manifest, the reference for validation and test intensities."""
+    if wildcards.split == "train" or APPLY:
+        return []  # the training split is its own reference
+    return paths.manifest(contrast=wildcards.contrast, sex=wildcards.sex, split="train")
+
+
 def network_weights():
     """The networks that predict: trained here, or another run's in apply mode."""
     root = APPLY["results"] if APPLY else paths.ROOT
@@ -107,15 +165,18 @@ def delta_inputs():
 
 
 def all_targets():
-    targets = [paths.DELTAS, paths.QC_SUMMARY, paths.PLOT_MAE]
-    if APPLY:
-        return targets
-    targets += [
-        paths.SIGNIFICANT,
-        paths.scale_factors(),
-        paths.PLOT_MANHATTAN,
-        *expand(paths.training_plot(), contrast=CONTRASTS, sex=SEXES),
-    ]
+    """Every result, and every page and figure of the report."""
+    pages = ["metrics", "uncertainty", "qc"] + (["weights"] if ENSEMBLES else [])
+    targets = [paths.DELTAS, paths.QC_SUMMARY, paths.PLOT_MAE, paths.PLOT_UNCERTAINTY]
+    if not APPLY:
+        pages += ["significant", "associations", "dropped", "scale_factors"]
+        targets += [
+            paths.SIGNIFICANT,
+            paths.scale_factors(),
+            paths.PLOT_MANHATTAN,
+            paths.BROWSER,
+            *expand(paths.training_plot(), contrast=CONTRASTS, sex=SEXES),
+        ]
     if SYNTHETIC:
-        targets.append(paths.EVALUATION)
-    return targets
+        targets.append(paths.EVALUATION_PAGE)
+    return targets + [paths.report_page(name) for name in pages]

@@ -10,12 +10,7 @@ rule correct_deltas:
         unpack(lambda wildcards: delta_inputs()),
     output:
         deltas=paths.DELTAS,
-        metrics=report(
-            paths.DELTA_METRICS,
-            caption="../report/metrics.rst",
-            category="1. Brain age",
-            labels={"figure": "metrics per contrast, sex and split"},
-        ),
+        metrics=paths.DELTA_METRICS,
         corrections=paths.corrections(),
     log:
         paths.log("correct_deltas"),

@@ -19,17 +19,14 @@ rule combine_contrasts:
         ),
     output:
         predictions=paths.ENSEMBLE_PREDICTIONS,
-        weights=report(
-            paths.ensemble_weights(),
-            caption="../report/ensemble_weights.rst",
-            category="1. Brain age",
-            labels={"figure": "ensemble weights"},
-        ),
+        weights=paths.ensemble_weights(),
     log:
         paths.log("combine_contrasts"),
     conda:
         "../envs/agemapper.yaml"
     params:
         ensembles=config.get("ensembles", {}),
+        # the run's base seed: the elastic net's cross-validation folds derive from it
+        seed=config["training"]["seed"],
     script:
         "../scripts/combine_contrasts.py"

@@ -14,6 +14,12 @@ if SYNTHETIC:
         output:
             report=paths.EVALUATION,
             table=paths.EVALUATION_TABLE,
+            page=report(
+                paths.EVALUATION_PAGE,
+                caption="../report/evaluation.rst",
+                category="5. Synthetic cohort (demo)",
+                labels={"result": "the results against the ground truth"},
+            ),
         log:
             paths.log("evaluate_synthetic"),
         conda:

@@ -6,8 +6,8 @@
 rule predict_brain_age:
     input:
         weights=network_weights(),
-        caches=[paths.cache(split=s) for s in PREDICT_SPLITS],
-        infos=[paths.cache_info(split=s) for s in PREDICT_SPLITS],
+        caches=[paths.cache(split="predict")],
+        infos=[paths.cache_info(split="predict")],
     output:
         predictions=paths.predictions(),
     log:

@@ -1,4 +1,5 @@
-# Stage 1: NIfTI -> per contrast/sex/split cache (mask + float16 or float32 voxels, manifest).
+# Stage 1: NIfTI -> per contrast/sex cache (packed float16 or float32 + manifest): "train" and
+# "validation" for training, "predict" (validation and test subjects) for prediction.
 
 
 localrules:
@@ -27,6 +28,8 @@ rule preprocess_contrast:
     input:
         subjects=paths.CHECKED_SUBJECTS,
         contrasts=config["contrasts_table"],
+        # validation and test intensities are checked against the training split's
+        reference=intensity_reference,
     output:
         cache=temp(paths.cache()),
         manifest=paths.manifest(),
@@ -46,10 +49,12 @@ rule preprocess_contrast:
         runtime=per_attempt(180),
     params:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
+        splits=lambda wildcards: CACHES[wildcards.split],
         grid=config["preprocess"]["grid"],
         dtype=config["preprocess"].get("cache_dtype", "float16"),
         data_directory=COHORT["data_directory"],
         qc=config["qc"],
+        checkpoint=paths.preprocess_checkpoint(),
     script:
         "../scripts/preprocess.py"
 

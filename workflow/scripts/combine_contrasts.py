@@ -17,6 +17,7 @@ else:
         cfg.get("nonnegative", False),
         cfg.get("l1_ratio", 0.5),
         cfg.get("folds", 5),
+        seed=snakemake.params.seed,
     )
 write_table(snakemake.output.predictions, ensembles.apply(fitted, predictions))
 write_table(snakemake.output.weights, ensembles.weights_table(fitted))

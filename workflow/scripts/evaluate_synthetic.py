@@ -1,7 +1,7 @@
 """Adapter: compare the run with the synthetic cohort's ground truth; print and save it."""
 
 import _repo  # noqa: F401  (this repository's agemapper first on the path)
-from agemapper.io import read_table, write_table, write_text
+from agemapper.io import READABLE_DIGITS, read_table, write_table, write_text
 from agemapper.report import evaluate
 from agemapper.runner import log_to
 
@@ -15,6 +15,7 @@ summary = evaluate.association_summaries(
     read_table(i.significant), read_table(i.planted), deltas.contrast.unique()
 )
 text = evaluate.report(brain, summary, evaluate.pooled_age_correlation(deltas))
-write_table(snakemake.output.table, brain)
+write_table(snakemake.output.table, brain, digits=READABLE_DIGITS)
 write_text(snakemake.output.report, text + "\n")
+write_text(snakemake.output.page, evaluate.page(text, brain, summary))
 print(text)

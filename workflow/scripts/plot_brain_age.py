@@ -9,5 +9,5 @@ from agemapper.runner import log_to
 log = log_to(snakemake.log[0])
 deltas = pd.read_csv(snakemake.input.deltas, dtype={"subject": str})
 plots.predicted_vs_age(deltas, snakemake.output.predicted)
-plots.delta_vs_age(deltas, snakemake.output.deltas)
+plots.delta_vs_age(deltas, snakemake.output.deltas, contrasts=snakemake.params.contrasts)
 plots.mae_bars(pd.read_csv(snakemake.input.metrics, sep="\t"), snakemake.output.mae)

@@ -8,7 +8,7 @@ from agemapper.runner import log_to
 
 log = log_to(snakemake.log[0])
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
-subjects = select(read_subjects(snakemake.input.subjects), w.sex, w.split)
+subjects = select(read_subjects(snakemake.input.subjects), w.sex, p.splits)
 contrast = Contrast(**{("name" if k == "contrast" else k): v for k, v in p.contrast.items()})
 preprocess_split(
     subjects,
@@ -22,4 +22,6 @@ preprocess_split(
     qc=p.qc,
     qc_table=out.qc,
     dtype=p.dtype,
+    reference=snakemake.input.reference or None,
+    checkpoint=p.checkpoint,
 )

@@ -1,0 +1,229 @@
+"""Checks a run's config can pass before any job starts: the errors planning can give.
+
+A study runs for days; a typo in a confound name, a missing data folder or a subject table
+without test halves should stop it at planning with a one-line message naming the key, not
+after 114 trainings. :func:`check_config` reads only small things (paths, one table header,
+the subject table) and raises :class:`~agemapper.errors.ConfigError`.
+
+:func:`claim_results` keeps one results folder to one cohort: a run whose cohort differs from
+the one recorded in ``results/run.json`` (e.g. the demo started by mistake in the study's
+checkout, which would retrain over the study's networks) is refused before it writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agemapper.errors import AgeMapperError, ConfigError
+from agemapper.io import write_json
+
+# cohort keys a run needs, and where the message tells the user to set them
+COHORT_KEYS = ("subjects", "data_directory", "nidps", "confounds")
+
+
+def _where(config: dict) -> str:
+    return "config/site.yaml" if not config.get("synthetic") else "the config"
+
+
+def check_required(config: dict) -> None:
+    """The cohort keys are present (before schema validation, for a message that says where)."""
+    cohort = config.get("cohort")
+    if not isinstance(cohort, dict):
+        raise ConfigError(
+            "config: cohort is missing: set cohort.data_directory, cohort.nidps and "
+            "cohort.confounds (for the study, in config/site.yaml, read after config/ukb.yaml)"
+        )
+    missing = [k for k in COHORT_KEYS if not cohort.get(k)]
+    if missing:
+        keys = ", ".join(f"cohort.{k}" for k in missing)
+        raise ConfigError(
+            f"config: {keys} {'is' if len(missing) == 1 else 'are'} missing: set "
+            f"{'it' if len(missing) == 1 else 'them'} in {_where(config)} (for the study, "
+            "config/site.yaml, given after config/ukb.yaml)"
+        )
+
+
+def _inside(path, folder) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def check_inputs_apart(config: dict, results="results") -> None:
+    """No job may write into, or delete, the cohort's inputs.
+
+    Every output is under ``results/``. In a real-data run no input may lie there (Snakemake
+    removes temporary and rerun outputs) and ``results/`` may not lie inside the data folder.
+    In the demo the generator's outputs are the cohort, so they must all be under ``results/``:
+    a demo config pointed at real tables would have Snakemake delete them before generating.
+    """
+    cohort = config["cohort"]
+    keys = [
+        k for k in ("subjects", "excluded", "data_directory", "nidps", "confounds") if cohort.get(k)
+    ]
+    if config.get("synthetic") and not config.get("apply"):
+        for key in [k for k in keys if k != "excluded"] + ["truth_directory"]:
+            path = (
+                config["synthetic"]["truth_directory"] if key == "truth_directory" else cohort[key]
+            )
+            section = "synthetic" if key == "truth_directory" else "cohort"
+            if not _inside(path, results):
+                raise ConfigError(
+                    f"config: {section}.{key} {path} is written by the synthetic-cohort generator "
+                    f"but lies outside {results}/: a real file there would be deleted and "
+                    "overwritten. Real data runs without a synthetic: block (config/ukb.yaml)."
+                )
+        return
+    for key in keys:
+        if _inside(cohort[key], results):
+            raise ConfigError(
+                f"config: cohort.{key} {cohort[key]} lies inside {results}/, where the workflow "
+                "writes (and removes) its own files; keep the cohort's inputs elsewhere"
+            )
+    if _inside(results, cohort["data_directory"]):
+        raise ConfigError(
+            f"config: cohort.data_directory {cohort['data_directory']} contains {results}/, where "
+            "the workflow writes: no job may write into the cohort's data; run from elsewhere"
+        )
+
+
+def check_config(config: dict, generated=(), apply: bool = False, results="results") -> None:
+    """Every config problem planning can see, as one ``ConfigError`` naming the key.
+
+    ``generated``: paths a job of this run creates (the demo's synthetic tables), not checked.
+    ``apply``: apply mode, where the nIDP and confound tables are only needed for associations.
+    """
+    generated = {os.path.normpath(str(p)) for p in generated}
+    cohort = config["cohort"]
+    check_inputs_apart(config, results)
+
+    def must_exist(key: str, path, kind: str = "file") -> bool:
+        if path is None or os.path.normpath(str(path)) in generated:
+            return False
+        p = Path(path)
+        ok = p.is_dir() if kind == "folder" else p.exists()
+        if not ok:
+            what = "is not a folder" if p.exists() else "does not exist"
+            raise ConfigError(f"config: {key} {path} {what} (set it in {_where(config)})")
+        return True
+
+    must_exist("contrasts_table", config["contrasts_table"])
+    subjects_there = must_exist("cohort.subjects", cohort["subjects"])
+    if cohort.get("excluded"):
+        must_exist("cohort.excluded", cohort["excluded"])
+    must_exist("cohort.data_directory", cohort["data_directory"], kind="folder")
+    if apply:
+        must_exist("apply.results", config["apply"]["results"], kind="folder")
+        return
+    must_exist("cohort.nidps", cohort["nidps"])
+    if must_exist("cohort.confounds", cohort["confounds"]):
+        _check_confounds(config)
+    if subjects_there:
+        _check_subjects(config)
+
+
+def _check_confounds(config: dict) -> None:
+    path = Path(config["cohort"]["confounds"])
+    assoc = config["associations"]
+    sep = "," if path.suffix == ".csv" else "\t"
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = [c.strip() for c in fh.readline().rstrip("\r\n").split(sep)]
+    if not {"eid", "subject"} & set(header):
+        raise ConfigError(
+            f"config: cohort.confounds {path} has no subject id column ('eid' or 'subject'); "
+            f"its header starts {header[:5]}"
+        )
+    for key in ("confounds", "categorical_confounds"):
+        absent = [c for c in assoc.get(key, []) if c not in header]
+        if absent:
+            raise ConfigError(
+                f"config: associations.{key} names {absent}, not columns of cohort.confounds "
+                f"{path} (its columns: {', '.join(header)})"
+            )
+    not_listed = [c for c in assoc.get("categorical_confounds", []) if c not in assoc["confounds"]]
+    if not_listed:
+        raise ConfigError(
+            f"config: associations.categorical_confounds {not_listed} must also be listed "
+            "in associations.confounds"
+        )
+
+
+def _check_subjects(config: dict) -> None:
+    """Every sex and split the run needs has subjects; test halves exist for replication."""
+    from agemapper.images.subjects import read_subjects
+
+    try:
+        subjects = read_subjects(config["cohort"]["subjects"], qc="skip")
+    except AgeMapperError as exc:
+        raise ConfigError(f"config: cohort.subjects: {exc}") from exc
+    for sex in config["sexes"]:
+        for split in ("train", "validation", "test"):
+            if not ((subjects.sex == sex) & (subjects.split == split)).any():
+                raise ConfigError(
+                    f"config: cohort.subjects {config['cohort']['subjects']} has no {sex} {split} "
+                    f"subjects (an empty {sex}_{split}.txt?); every sex in `sexes` needs all three "
+                    "splits"
+                )
+    if not config["associations"].get("replication", True):
+        return
+    test = subjects[subjects.split == "test"]
+    halves = set(test.half) - {""}
+    if not {"A", "B"} <= halves:
+        raise ConfigError(
+            f"config: associations.replication is true, but the test subjects of cohort.subjects "
+            f"{config['cohort']['subjects']} have no halves A and B (discovery and replication); "
+            "give the halves (column 'half', or the release's testA/testB files) or set "
+            "associations.replication: false"
+        )
+
+
+def cohort_identity(config: dict, mode: str) -> dict:
+    """What makes two runs the same cohort: the images and the subject list, by absolute path."""
+    cohort = config["cohort"]
+    return {
+        "mode": mode,
+        "data_directory": _stable(cohort["data_directory"]),
+        "subjects": _stable(cohort["subjects"]),
+    }
+
+
+def _stable(path) -> str:
+    """Relative to the working directory when inside it (a moved checkout stays the same run)."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return full if rel.startswith("..") else rel
+
+
+def claim_results(results, identity: dict, write: bool) -> None:
+    """Refuse to mix cohorts in one results folder; record this run's cohort when ``write``.
+
+    ``results/run.json`` holds the cohort of the run that wrote the folder. A run for another
+    cohort (another mode, data folder or subject table) raises ``ConfigError``: it would train,
+    predict and correct over the recorded run's outputs.
+    """
+    stamp = Path(results) / "run.json"
+    if stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict) and recorded.get("cohort") != identity:
+            was = recorded.get("cohort") or {}
+            raise ConfigError(
+                f"{results}/ holds the {was.get('mode', '?')} run of cohort "
+                f"{was.get('data_directory', '?')} (subjects {was.get('subjects', '?')}); this "
+                f"is a {identity['mode']} run of {identity['data_directory']} (subjects "
+                f"{identity['subjects']}). Refusing to mix them: run from another clone or move "
+                f"{results}/ away (or, if it is the same data at a new path, delete {stamp})."
+                + (
+                    " For the study, give its configs: --profile slurm, or --configfile "
+                    "config/ukb.yaml config/site.yaml."
+                    if identity["mode"] == "demo"
+                    else ""
+                )
+            )
+        if isinstance(recorded, dict):
+            return
+    if write:
+        write_json(stamp, {"cohort": identity})

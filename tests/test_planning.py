@@ -1,0 +1,159 @@
+"""Config problems planning can see are errors before any job, naming the key."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rehearsal
+import yaml
+
+from agemapper import planning
+from agemapper.errors import ConfigError
+from conftest import REPO
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """config/ukb.yaml with a site's paths that exist (a data folder, nIDP and confound tables)."""
+    monkeypatch.chdir(REPO)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "nidps.tsv").write_text("eid\t21001-2.0\n1\t25\n")
+    (tmp_path / "confounds.tsv").write_text("eid\tsite\thead_size\tmotion\n1\t11025\t1.0\t0.1\n")
+    cfg = yaml.safe_load((REPO / "config/ukb.yaml").read_text())
+    cfg["cohort"].update(
+        data_directory=str(tmp_path / "data"),
+        nidps=str(tmp_path / "nidps.tsv"),
+        confounds=str(tmp_path / "confounds.tsv"),
+    )
+    return cfg
+
+
+def test_the_study_with_its_site_paths_passes(study):
+    planning.check_required(study)
+    planning.check_config(study)
+
+
+@pytest.mark.parametrize("key", ["data_directory", "nidps", "confounds"])
+def test_a_missing_cohort_key_says_where_to_set_it(study, key):
+    del study["cohort"][key]
+    with pytest.raises(ConfigError, match=rf"cohort\.{key} is missing: set it in config/site"):
+        planning.check_required(study)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("data_directory", "/no/such/folder"), ("nidps", "/no/nidps.tsv"), ("subjects", "/no/s.tsv")],
+)
+def test_a_path_that_does_not_exist_is_named(study, key, value):
+    study["cohort"][key] = value
+    with pytest.raises(ConfigError, match=rf"cohort\.{key} {value} does not exist"):
+        planning.check_config(study)
+
+
+def test_a_file_given_as_the_data_directory(study, tmp_path):
+    study["cohort"]["data_directory"] = study["cohort"]["nidps"]
+    with pytest.raises(ConfigError, match="is not a folder"):
+        planning.check_config(study)
+
+
+def test_a_confound_name_typo_is_caught_at_planning(study):
+    study["associations"]["confounds"] = ["site", "head_sise", "motion"]
+    with pytest.raises(ConfigError, match=r"associations\.confounds names \['head_sise'\]"):
+        planning.check_config(study)
+
+
+def test_a_categorical_confound_must_be_a_confound(study):
+    study["associations"]["confounds"] = ["head_size", "motion"]
+    with pytest.raises(ConfigError, match="categorical_confounds"):
+        planning.check_config(study)
+
+
+def test_replication_without_test_halves_is_caught_at_planning(study):
+    study["cohort"]["subjects"] = "datasets/ukb_subjects_small.tsv"  # no halves A and B
+    with pytest.raises(ConfigError, match="no halves A and B"):
+        planning.check_config(study)
+    study["associations"]["replication"] = False
+    planning.check_config(study)
+
+
+def test_generated_tables_are_not_checked(study, tmp_path):
+    study["cohort"]["nidps"] = str(tmp_path / "made-by-a-job.tsv")
+    planning.check_config(study, generated=[study["cohort"]["nidps"]])
+
+
+def test_one_results_folder_holds_one_cohort(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo = {"cohort": {"data_directory": "results/synthetic/subjectsAll", "subjects": "s.tsv"}}
+    study = {"cohort": {"data_directory": "/ukb/subjectsAll", "subjects": "ukb.tsv"}}
+    planning.claim_results("results", planning.cohort_identity(study, "study"), write=False)
+    assert not (tmp_path / "results/run.json").exists()  # a dry run claims nothing
+    planning.claim_results("results", planning.cohort_identity(study, "study"), write=True)
+    recorded = json.loads((tmp_path / "results/run.json").read_text())["cohort"]
+    assert recorded == {
+        "mode": "study",
+        "data_directory": "/ukb/subjectsAll",
+        "subjects": "ukb.tsv",
+    }
+    planning.claim_results("results", planning.cohort_identity(study, "study"), write=True)
+    with pytest.raises(ConfigError, match="Refusing to mix them.*--profile slurm"):
+        planning.claim_results("results", planning.cohort_identity(demo, "demo"), write=False)
+
+
+def test_the_demo_generator_may_write_only_under_results(tmp_path, monkeypatch):
+    """A demo config whose cohort points at real tables: Snakemake would delete them."""
+    monkeypatch.chdir(REPO)
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    planning.check_inputs_apart(demo)
+    demo["cohort"]["nidps"] = str(tmp_path / "my_real_nidps.tsv")
+    with pytest.raises(ConfigError, match=r"cohort\.nidps .* outside results/"):
+        planning.check_inputs_apart(demo)
+
+
+def test_real_inputs_and_results_stay_apart(study, tmp_path):
+    study["cohort"]["confounds"] = "results/confounds.tsv"
+    with pytest.raises(ConfigError, match=r"cohort\.confounds .* inside results/"):
+        planning.check_inputs_apart(study)
+    study["cohort"]["confounds"] = str(tmp_path / "confounds.tsv")
+    study["cohort"]["data_directory"] = "."
+    with pytest.raises(ConfigError, match="contains results/"):
+        planning.check_inputs_apart(study)
+
+
+def test_the_generator_refuses_a_folder_it_did_not_make(tmp_path):
+    from agemapper.synth.cohort import MARKER, claim_folder
+
+    real = tmp_path / "subjectsAll"
+    (real / "1000001/T1").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="refusing to write the synthetic cohort"):
+        claim_folder(real)
+    assert not (real / MARKER).exists()
+    claim_folder(tmp_path / "new")  # a new folder, then the same one again
+    claim_folder(tmp_path / "new")
+    assert (tmp_path / "new" / MARKER).exists()
+
+
+def test_an_empty_split_is_caught_at_planning(study, tmp_path):
+    folder = tmp_path / "splits"
+    rehearsal._write_release_splits(rehearsal._subjects(np.random.default_rng(0)), folder)
+    (folder / "female_validation.txt").write_text("")
+    np.save(folder / "female_validation_age.npy", np.zeros(0))
+    study["cohort"]["subjects"] = str(folder)
+    study["cohort"]["excluded"] = None
+    with pytest.raises(ConfigError, match="no female validation subjects"):
+        planning.check_config(study)
+
+
+def test_a_pickled_age_file_is_refused_naming_it(tmp_path):
+    from agemapper.errors import InputDataError
+    from agemapper.images.subjects import read_released
+
+    for sex in ("female", "male"):
+        for split in ("train", "validation", "test", "testA", "testB"):
+            (tmp_path / f"{sex}_{split}.txt").write_text("1000001\n")
+            np.save(tmp_path / f"{sex}_{split}_age.npy", np.array([60.0]))
+    pickled = np.array([{"age": 60}], dtype=object)
+    np.save(tmp_path / "male_test_age.npy", pickled, allow_pickle=True)
+    with pytest.raises(InputDataError, match=r"male_test_age\.npy: not a NumPy array of ages"):
+        read_released(tmp_path)
