@@ -391,3 +391,84 @@ def test_float32_caches_train_and_keep_every_bit(tmp_path):
             writer.write(i, v.astype(np.float32))
     source = BatchSource(train, torch.device("cpu"))
     assert source.preloaded.dtype == torch.float32
+
+
+def test_a_non_finite_training_loss_stops_the_network_in_one_line(tmp_path, caches):
+    """A learning rate far too high makes the loss overflow: the job stops, naming contrast,
+    sex, replicate and epoch and the likely cause, and writes no network."""
+    train, val, contract = caches
+    w, m, t = _outputs(tmp_path, n=2)
+    cfg = {**TRAINING, "learning_rate": 1e30, "optimizer": "adam"}
+    with pytest.raises(InputDataError) as info:
+        train_replicates(
+            train, val, MODEL, cfg, contract, ("T1_nonlinear", "female"), w, m, t,
+            tmp_path / "ckpt.safetensors", {"device": "cpu"},
+        )  # fmt: skip
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("contrast T1_nonlinear, file ")
+    assert "sex female, replicate 1: the training loss became" in message
+    assert "in epoch 1" in message and "learning rate" in message
+    assert not any(p.exists() for p in [*w, *m, *t])
+
+
+def _fresh_weights(caches, tmp_path):
+    torch.use_deterministic_algorithms(True)
+    fresh = _trainer(caches, tmp_path / "fresh.safetensors", epochs=2)
+    fresh.run()
+    return _weights(fresh)
+
+
+def _same(a, b):
+    return all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", "not safetensors", "no fingerprint", "a part missing"]
+)
+def test_a_corrupt_checkpoint_is_set_aside_and_training_starts_afresh(
+    tmp_path, caches, caplog, damage
+):
+    expected = _fresh_weights(caches, tmp_path)
+    ckpt = tmp_path / "ckpt.safetensors"
+    first = _trainer(caches, ckpt, epochs=1)
+    first.run()  # a checkpoint after epoch 1 of 2
+    data = ckpt.read_bytes()
+    if damage == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif damage == "not safetensors":
+        ckpt.write_text("this is not a checkpoint\n")
+    else:
+        from agemapper.networks.serialization import save_tensors
+
+        tensors, meta = load_tensors(ckpt)
+        if damage == "no fingerprint":
+            meta.pop("fingerprint")
+        else:
+            tensors.pop("rep2/order_rng")
+        save_tensors(ckpt, tensors, meta)
+    damaged = ckpt.read_bytes()
+    again = _trainer(caches, ckpt, epochs=2)
+    with caplog.at_level("WARNING", logger="agemapper.networks.training"):
+        again.run()
+    aside = list(tmp_path.glob("ckpt.safetensors.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept, not deleted
+    assert f"checkpoint {ckpt} cannot be resumed from" in caplog.text
+    assert aside[0].name in caplog.text and "training starts afresh" in caplog.text
+    assert [len(r.history) for r in again.reps] == [2, 2]
+    assert _same(_weights(again), expected)  # from scratch, as if there had been no checkpoint
+
+
+def test_a_finished_checkpoint_is_not_trained_again(tmp_path, caches, monkeypatch):
+    ckpt = tmp_path / "ckpt.safetensors"
+    done = _trainer(caches, ckpt, epochs=2)
+    done.run()
+    rerun = _trainer(caches, ckpt, epochs=2)
+
+    def no_training(*args):
+        raise AssertionError("a finished network was trained again")
+
+    monkeypatch.setattr(rerun, "_train_batch", no_training)
+    rerun.run()
+    assert _same(_weights(rerun), _weights(done))
+    assert [len(r.history) for r in rerun.reps] == [2, 2]

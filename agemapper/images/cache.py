@@ -88,7 +88,9 @@ class CacheWriter:
             self._pos = HEADER
         else:
             self._fh = open(self._tmp, "r+b")  # noqa: SIM115
-            self._pos = kept[-1]["offset"] + self.mask_bytes + self.dtype.itemsize * kept[-1]["count"]
+            self._pos = (
+                kept[-1]["offset"] + self.mask_bytes + self.dtype.itemsize * kept[-1]["count"]
+            )
             self._fh.truncate(self._pos)
             self._fh.seek(self._pos)
         for rec in kept:

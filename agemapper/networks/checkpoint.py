@@ -5,7 +5,8 @@ the time limit): the epoch and batch reached, every random generator (batch orde
 augmentation, torch's global one), and per replicate its attempt, network, optimiser,
 scheduler, early stopping, best network, history and restarts. A rerun with the same settings
 and data (the fingerprint) continues where the job stopped and, on the CPU, ends with the same
-weights as an uninterrupted run; other settings start afresh.
+weights as an uninterrupted run; other settings start afresh. A checkpoint that cannot be read
+is set aside (renamed ``.corrupt-<time>``, never deleted) and training starts from scratch.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from agemapper.errors import InputDataError
 from agemapper.networks.optim import scheduler_state
 from agemapper.networks.serialization import (
     flatten_state,
@@ -72,12 +75,39 @@ def save(trainer) -> None:
     save_tensors(trainer.checkpoint_path, tensors, meta)
 
 
+def set_aside(path: Path, why: str, describe: str) -> Path:
+    """Rename a checkpoint that cannot be resumed from to ``<name>.corrupt-<UTC time>`` (kept
+    for a person to look at, never deleted) and say so."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(aside)
+    log.warning(
+        "%s: checkpoint %s cannot be resumed from (%s); set aside as %s, training starts afresh",
+        describe,
+        path,
+        why,
+        aside.name,
+    )
+    return aside
+
+
 def restore(trainer) -> bool:
-    """Continue from the trainer's checkpoint if there is one made with its settings."""
+    """Continue from the trainer's checkpoint if there is one made with its settings.
+
+    A checkpoint that cannot be read (truncated, not a safetensors file, not a training
+    checkpoint, or missing parts) is set aside and training starts from scratch.
+    """
     path = Path(trainer.checkpoint_path)
     if not path.exists():
         return False
-    tensors, meta = load_tensors(path)
+    try:
+        tensors, meta = load_tensors(path)
+    except InputDataError as exc:
+        set_aside(path, exc.problem, trainer.describe)
+        return False
+    if not meta.get("fingerprint"):
+        set_aside(path, "not a training checkpoint: no fingerprint", trainer.describe)
+        return False
     if meta.get("fingerprint") != trainer.fingerprint:
         log.warning(
             "%s: checkpoint %s was made with other settings or data; starting afresh",
@@ -85,6 +115,29 @@ def restore(trainer) -> bool:
             path,
         )
         return False
+    try:
+        _apply(trainer, tensors, meta)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        set_aside(path, f"incomplete or inconsistent: {detail}", trainer.describe)
+        trainer.reset()
+        return False
+    saved = meta.get("saved") or {}
+    job = f" in SLURM job {saved['slurm_job']}" if saved.get("slurm_job") else ""
+    log.info(
+        "%s: resumed from %s at epoch %d, batch %d (saved on %s%s on %s)",
+        trainer.describe,
+        path,
+        trainer.epoch + 1,
+        trainer.batch_start,
+        saved.get("on", "?"),
+        job,
+        saved.get("host", "?"),
+    )
+    return True
+
+
+def _apply(trainer, tensors: dict, meta: dict) -> None:
     trainer.epoch = int(meta["epoch"])
     trainer.batch_start = int(meta["batch_start"])
     trainer.epoch_seconds = float(meta.get("epoch_seconds", 0.0))
@@ -116,16 +169,3 @@ def restore(trainer) -> bool:
         rep.sum_loss, rep.sum_abs, rep.seen = status["sums"]
     # after any rebuild above: model construction reseeds torch's global generator
     torch.set_rng_state(tensors["torch_rng"])
-    saved = meta.get("saved") or {}
-    job = f" in SLURM job {saved['slurm_job']}" if saved.get("slurm_job") else ""
-    log.info(
-        "%s: resumed from %s at epoch %d, batch %d (saved on %s%s on %s)",
-        trainer.describe,
-        path,
-        trainer.epoch + 1,
-        trainer.batch_start,
-        saved.get("on", "?"),
-        job,
-        saved.get("host", "?"),
-    )
-    return True

@@ -21,6 +21,7 @@ restarted later than the others simply trains for more rounds.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agemapper.errors import InputDataError
 from agemapper.images.cache import to_grid
 from agemapper.networks import checkpoint, outputs
 from agemapper.networks.batches import BatchSource, augment
@@ -96,6 +98,7 @@ class Trainer:
         self.fast = Speed(self.device, self.settings, speed)
         self.speed = self.fast.flags
         prefetch = self.speed["prefetch"]
+        self.train_path = Path(train_cache)
         self.train = BatchSource(train_cache, self.device, preload_bytes, prefetch)
         self.val = BatchSource(validation_cache, self.device, preload_bytes, prefetch)
         if self.train.shape != self.val.shape:
@@ -103,7 +106,9 @@ class Trainer:
         # shift on the stored grid (2 mm before upsampling, as the original) or the training grid
         self.stored_grid = self.settings["augmentation"]["shift_grid"] == "stored"
         base = int(self.settings["seed"])
+        self.seed_parts = tuple(seed_parts)
         self.shuffle = torch.Generator().manual_seed(derive_seed(base, *seed_parts, "shuffle"))
+        self._fresh_shuffle = self.shuffle.get_state()  # for a restart from scratch
         mean_age = float(self.train.ages.mean())
         val_ages = self.val.ages.double()
         self.baseline_mae = float((val_ages - mean_age).abs().mean())
@@ -150,6 +155,14 @@ class Trainer:
 
     def try_resume(self) -> bool:
         return checkpoint.restore(self)
+
+    def reset(self) -> None:
+        """Back to the state of a new Trainer (a checkpoint that could not be restored)."""
+        self.epoch = self.batch_start = 0
+        self.perm = None
+        self.epoch_seconds = 0.0
+        self.shuffle.set_state(self._fresh_shuffle)
+        self.reps = [self.packing.build(r, i) for i, r in enumerate(self.replicate_ids)]
 
     def _on_signal(self, signum, frame):  # noqa: ARG002
         self._signal = signum
@@ -212,9 +225,26 @@ class Trainer:
         with torch.no_grad():
             age = rep.model.to_age(out.detach().float())
         n = len(y)
-        rep.sum_loss += loss.item() * n
+        value = loss.item()
+        if not math.isfinite(value):
+            self._non_finite(rep, value)
+        rep.sum_loss += value * n
         rep.sum_abs += float((age - y).abs().sum())
         rep.seen += n
+
+    def _non_finite(self, rep: Replicate, value: float) -> None:
+        """Stop on a NaN/inf training loss: nothing it would go on to learn is a network."""
+        contrast, sex = (list(self.seed_parts) + ["?", "?"])[:2]
+        attempt = f" (attempt {rep.attempt})" if rep.attempt > 1 else ""
+        raise InputDataError(
+            f"sex {sex}, replicate {rep.index}{attempt}: the training loss became {value} in "
+            f"epoch {rep.epoch + 1}, so no network is written; likely the learning rate "
+            f"(training.learning_rate {self.settings['learning_rate']}) is too high for this "
+            "data, or the cache holds extreme intensities (check the preprocessing's "
+            "intensity QC and scale factor)",
+            contrast=contrast,
+            path=self.train_path,
+        )
 
     # -- validation
 
@@ -286,7 +316,9 @@ class Trainer:
         self.epoch_seconds = 0.0
         remaining = max((int(self.settings["epochs"]) - r.epoch for r in self._active()), default=0)
         if self.progress is None:  # outside run()
-            self.progress = Progress(self.describe, self.epoch + remaining, "epoch", log=log, every=1)
+            self.progress = Progress(
+                self.describe, self.epoch + remaining, "epoch", log=log, every=1
+            )
         self.progress.total = self.epoch + remaining  # a restart adds epochs
         self.progress.update(self.epoch, f"last {seconds:.1f} s | " + " | ".join(lines))
 
