@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,6 +71,8 @@ def test_correct_deltas_table_and_metrics():
     test = metrics[metrics.split == "test"].iloc[0]
     assert test.r_delta_age < -0.3 and abs(test.r_delta_corrected_age) < 0.15
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
+    singles = [test[c] for c in metrics.columns if re.fullmatch(r"mae_replicate_\d+", c)]
+    assert len(singles) >= 2 and min(singles) == test.mae_replicate_min
     # the spread of the replicates, per subject: SD of (pred + 1, pred - 1) = sqrt(2)
     assert deltas.columns[-1] == "predicted_sd"
     assert np.allclose(deltas.predicted_sd, np.sqrt(2))

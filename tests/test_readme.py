@@ -104,6 +104,9 @@ BENCHMARKS = [
     "python benchmarks/ensembles.py",
     "python benchmarks/ensembles.py --nonnegative",
     "python benchmarks/browser.py",
+    "python benchmarks/training_fidelity.py --small",
+    "python benchmarks/training_fidelity.py --seeds 0 1 2 --variants reference "
+    '"shared batch order" threshold_mode output_bias "restarts on (the demo)"',
     "python benchmarks/precision_accuracy.py T1_nonlinear tbss_FA_s --seeds 0 1",
 ]
 # the tables of the demo's report, as pages (results/report/NAME.html)

@@ -7,7 +7,8 @@ grid is smaller than the crop, identity for 1 mm at full size. A 2 mm contrast a
 stored at 2 mm (80x96x80, 8x fewer bytes) and upsampled x2 (trilinear, aligned corners, as the
 original network did) on the training device when read: :func:`agemapper.images.cache.to_grid`.
 
-The cache (:mod:`agemapper.cache`: non-zero mask + float16 voxels, exact) comes with a manifest
+The cache (:mod:`agemapper.images.cache`: non-zero mask + float16 voxels, rounded to a relative
+2^-11, or float32 voxels as the original read them: ``dtype``) comes with a manifest
 TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar describing
 the input contract (contrast, grids, normalisation, scale factor, training and stored shapes).
 """
@@ -157,6 +158,7 @@ def preprocess_split(
     threads: int = 1,
     qc: str = "strict",
     qc_table=None,
+    dtype: str = "float16",
     reference=None,
     checkpoint=None,
 ) -> pd.DataFrame:
@@ -164,7 +166,8 @@ def preprocess_split(
 
     ``subjects`` holds the rows of one sex and split (subject, sex, split, half, age). A bad
     file stops the job under ``qc="strict"``; under ``skip`` the subject is left out (its cache
-    row stays zero and is absent from the manifest) and recorded in ``qc_table``.
+    row stays zero and is absent from the manifest) and recorded in ``qc_table``. ``dtype`` is
+    the cache's value type: ``float16`` (half the bytes) or ``float32`` (the original's input).
 
     Intensities are checked against a reference (:mod:`agemapper.images.intensity`): the
     training split's manifest given as ``reference`` (for validation and test), else the split
@@ -220,7 +223,7 @@ def preprocess_split(
     handlers = _catch_signals(stopped)
     try:
         with CacheWriter(cache, n, stored, partial=checkpoint, fingerprint=fingerprint,
-                         keep=still_valid) as writer:  # fmt: skip
+                         keep=still_valid, dtype=dtype) as writer:  # fmt: skip
             for i, extra in writer.done.items():
                 stats[i] = extra["stats"]
             if writer.done:
@@ -276,6 +279,7 @@ def preprocess_split(
             "stored_shape": stored,
             "bytes_per_volume": writer.stored_bytes / max(len(stats), 1),
             "dense_float16_bytes_per_volume": 2 * int(np.prod(stored)),
+            "dtype": dtype,
             "subjects": len(table),
             "skipped": len(qclog),
             "intensity": summarise(table),

@@ -167,6 +167,8 @@ def correct_deltas(
                     "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
                     "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
                     "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,
+                    # each replicate network's own MAE (mae_replicate_1, _2, ...)
+                    **{f"mae_{c}": float(v) for c, v in rep_mae.items()},
                     # predicting the fitting split's mean age for everyone
                     "mae_mean_age_baseline": float(
                         (part.age - (fit.age if len(fit) else part.age).mean()).abs().mean()

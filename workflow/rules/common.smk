@@ -11,6 +11,7 @@ try:
     from agemapper import paths
     from agemapper.images.contrasts import read_contrasts, read_table, select
     from agemapper.errors import AgeMapperError
+    from agemapper.networks.settings import resolve as resolve_training
     from agemapper import planning
 except ImportError as exc:
     raise WorkflowError(
@@ -33,6 +34,7 @@ try:
     )
     CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
     CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
+    resolve_training(config["training"])  # optimiser and scheduler names (their tables)
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
 
@@ -153,6 +155,12 @@ def replicate_files(kind):
         "metrics": paths.training_metrics,
     }[kind]
     return [build(replicate=r) for r in REPLICATES]
+
+
+def initial_networks():
+    """The networks fine-tuning starts from (training.initial_weights), one per replicate."""
+    pattern = config["training"].get("initial_weights")
+    return expand(pattern, replicate=REPLICATES, allow_missing=True) if pattern else []
 
 
 def intensity_reference(wildcards):

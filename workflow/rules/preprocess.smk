@@ -1,4 +1,4 @@
-# Stage 1: NIfTI -> per contrast/sex cache (packed float16 + manifest): "train" and
+# Stage 1: NIfTI -> per contrast/sex cache (packed float16 or float32 + manifest): "train" and
 # "validation" for training, "predict" (validation and test subjects) for prediction.
 
 
@@ -51,6 +51,7 @@ rule preprocess_contrast:
         contrast=lambda wildcards: CONTRAST_TABLE[wildcards.contrast].as_dict(),
         splits=lambda wildcards: CACHES[wildcards.split],
         grid=config["preprocess"]["grid"],
+        dtype=config["preprocess"].get("cache_dtype", "float16"),
         data_directory=COHORT["data_directory"],
         qc=config["qc"],
         checkpoint=paths.preprocess_checkpoint(),

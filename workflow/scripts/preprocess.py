@@ -21,6 +21,7 @@ preprocess_split(
     threads=snakemake.threads,
     qc=p.qc,
     qc_table=out.qc,
+    dtype=p.dtype,
     reference=snakemake.input.reference or None,
     checkpoint=p.checkpoint,
 )

@@ -22,4 +22,5 @@ train_replicates(
     out.metrics,
     snakemake.params.checkpoint,
     runtime={**snakemake.config.get("runtime", {}), "threads": snakemake.threads},
+    initial_weights=list(snakemake.input.initial) or None,
 )
