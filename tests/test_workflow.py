@@ -39,6 +39,7 @@ def _job_counts(stdout: str) -> dict:
 def _tiny_config(tmp_path) -> Path:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["contrasts_table"] = str(REPO / "config/contrasts.tsv")
+    cfg["cohort"]["nidp_fields"] = str(REPO / cfg["cohort"]["nidp_fields"])
     cfg["contrasts"] = ["T1_nonlinear", "tbss_FA_s", "rsfmri_0"]
     cfg["synthetic"].update(
         splits=str(REPO / "datasets/ukb_subjects.tsv"),
