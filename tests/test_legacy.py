@@ -318,6 +318,19 @@ def test_pengs_sfcn_weights_import(tmp_path, volume):
         assert torch.allclose(ours.to_age(ours(volume)), expected_age, atol=1e-4)
 
 
+def test_pengs_sfcn_imports_as_a_network_with_its_preprocessing_noted(tmp_path, caplog):
+    torch.manual_seed(9)
+    path = tmp_path / "run_20190719_00_epoch_best_mae.p"
+    torch.save(nn.DataParallel(PengSFCN()).state_dict(), path)
+    out = tmp_path / "networks/T1_linear/male/replicate-1/model.safetensors"
+    row = pretrained.import_network(path, out, "T1_linear", "male", 1)
+    assert (row["format"], row["naming"]) == ("state_dict", "sfcn-peng")
+    model, meta = load_model(out)
+    assert isinstance(model, SFCN) and meta["model"]["bin_range"] == [42.0, 82.0]
+    assert meta["input"]["contrast"] == "T1_linear" and "whole-volume mean" in caplog.text
+    assert "whole-volume mean" in meta["source"]["notes"][0]
+
+
 def test_the_originals_sfcn_imports_with_zero_convolution_bias(tmp_path, volume):
     torch.manual_seed(8)
     theirs = _randomise_batchnorm(original.SFCN(channel_number=[2, 2, 2, 2, 2, 2]))
@@ -367,18 +380,46 @@ def test_foreign_parameters_are_refused(tmp_path):
 # ----------------------------------------------------------------------------- release folders
 
 
+def _age_like(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear)):
+                m.weight.abs_()
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm3d):
+                m.reset_parameters()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+        last = model.FullyConnected.FullyConnected_1
+        last.weight.mul_(-1e-3)
+        last.bias.fill_(88.0)
+    return model
+
+
 def write_release(
-    folder: Path, contrasts=("T1_nonlinear", "swi"), sexes=("female", "male"), replicates=(1, 2)
+    folder: Path,
+    contrasts=("T1_nonlinear", "swi"),
+    sexes=("female", "male"),
+    replicates=(1, 2),
+    ages=False,
 ) -> dict:
     """A release folder as the original's runs leave it, every file format once or more:
     saved_models/NAME.pth.tar (final state dicts), experiments/NAME/best_checkpoint/
     best_checkpoint.path.tar (+ per-epoch checkpoints; an early-stopped run's only weights),
-    and whole-model pickles. Returns the original networks by (contrast, sex, replicate)."""
+    and whole-model pickles. Returns the original networks by (contrast, sex, replicate).
+
+    ``ages``: outputs that vary with the image (an untrained network's barely do: its
+    random batch-norm statistics silence its 2 channels), so that a bias correction fitted
+    on them is not degenerate: non-negative weights, identity batch norms, a negative last
+    layer (larger brains, younger), around 60 years for the rehearsal's T1."""
     networks, k = {}, 0
     for contrast in contrasts:
         for sex in sexes:
             for replicate in replicates:
                 model = original_network(seed=100 + k)
+                if ages:
+                    _age_like(model)
                 name = f"{contrast}_{sex}_{replicate}"
                 kind = k % 3
                 if kind == 0:

@@ -373,3 +373,10 @@ def export(model: torch.nn.Module, meta: dict, out) -> dict:
     sidecar = {**meta, "exported": {"naming": naming, "file": out.name}}
     write_json(out.parent / f"{release_stem(out.name)}.json", sidecar)
     return sidecar
+
+
+if __name__ == "__main__":  # pragma: no cover  (its command moved; never succeed silently)
+    raise SystemExit(
+        "python -m agemapper.networks.legacy is now the command "
+        "'agemapper import-original' (see agemapper import-original --help)"
+    )
