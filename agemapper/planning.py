@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from agemapper import paths
 from agemapper.errors import AgeMapperError, ConfigError
 from agemapper.io import write_json
 
@@ -23,6 +24,37 @@ from agemapper.io import write_json
 COHORT_KEYS = ("subjects", "data_directory", "nidps", "confounds")
 # every cohort key that names an input (none may lie where the workflow writes)
 INPUT_KEYS = (*COHORT_KEYS, "excluded", "nidp_fields", "nidp_descriptions")
+# apply mode: fit bias corrections / ensemble weights on the cohort's calibration subjects
+CALIBRATE = "calibrate"
+CALIBRATION_SPLIT = "validation"
+MIN_CALIBRATION = 100  # fewer calibration subjects (per sex) than this: a warning
+
+
+def apply_settings(config: dict) -> dict | None:
+    """Apply mode's sources, resolved (``None`` outside apply mode).
+
+    ``networks``: a networks folder (``apply.networks``, else ``{apply.results}/models``);
+    ``corrections`` / ``ensemble_weights``: a table to reuse, or ``calibrate`` (fit them on
+    the cohort's calibration subjects, its split ``validation``). Defaults: another run's
+    tables when ``apply.results`` is given, else ``calibrate``. ``calibrate``: whether
+    anything is fitted (the calibration subjects are then predicted too).
+    """
+    apply = config.get("apply")
+    if not apply:
+        return None
+    results = apply.get("results")
+    ensembles = bool(config.get("ensembles", {}).get("methods"))
+    settings = {
+        "networks": apply.get("networks") or (f"{results}/models" if results else None),
+        "corrections": apply.get("corrections")
+        or (paths.corrections(results) if results else CALIBRATE),
+        "ensemble_weights": apply.get("ensemble_weights")
+        or (paths.ensemble_weights(results) if results else CALIBRATE),
+    }
+    settings["calibrate"] = settings["corrections"] == CALIBRATE or (
+        ensembles and settings["ensemble_weights"] == CALIBRATE
+    )
+    return settings
 
 
 def _where(config: dict) -> str:
@@ -69,6 +101,14 @@ def check_inputs_apart(config: dict, results="results") -> None:
     """
     cohort = config["cohort"]
     keys = [k for k in INPUT_KEYS if cohort.get(k)]
+    apply = apply_settings(config)
+    if apply and _inside(apply["networks"], results):
+        key = "apply.networks" if config["apply"].get("networks") else "apply.results"
+        raise ConfigError(
+            f"config: {key} puts the networks ({apply['networks']}) inside {results}/, where "
+            "the workflow trains and writes networks; keep networks trained elsewhere (or "
+            "imported with agemapper import-original) outside it, e.g. in networks/"
+        )
     if config.get("synthetic") and not config.get("apply"):
         generated = [k for k in keys if k in COHORT_KEYS]
         for key in generated + ["truth_directory"]:
@@ -125,8 +165,9 @@ def check_config(config: dict, generated=(), apply: bool = False, results="resul
         must_exist("cohort.excluded", cohort["excluded"])
     must_exist("cohort.data_directory", cohort["data_directory"], kind="folder")
     if apply:
-        must_exist("apply.results", config["apply"]["results"], kind="folder")
+        _check_apply(config, must_exist, subjects_there)
         return
+    check_no_imported_networks(results)
     _check_nidps(config, must_exist)
     if must_exist("cohort.confounds", cohort["confounds"]):
         _check_confounds(config)
@@ -184,6 +225,117 @@ def _check_nidps(config: dict, must_exist) -> None:
             f"config: none of the fields of cohort.nidp_fields {cohort['nidp_fields']} is a "
             f"column of the main dataset cohort.nidps {', '.join(map(str, given))}"
         )
+
+
+def check_no_imported_networks(results="results") -> None:
+    """A training run never trains over imported networks: refuse when ``results/models``
+    holds any (``manifest.json`` of ``agemapper import-original`` beside them)."""
+    models = Path(results) / "models"
+    found = sorted(models.glob(f"*/*/replicate-*/{paths.IMPORT_MANIFEST}"))
+    if found:
+        where = found[0].parent
+        raise ConfigError(
+            f"{where} holds a network imported by agemapper import-original "
+            f"({paths.IMPORT_MANIFEST}; {len(found)} such under {models}/): this run trains "
+            "networks there and would replace it. Imported networks are never retrained: move "
+            f"them out of {results}/ (mv {models} networks) and predict with them in apply mode "
+            "(apply.networks: networks, config/pretrained.yaml)"
+        )
+
+
+def _check_apply(config: dict, must_exist, subjects_there: bool) -> None:
+    """Apply mode: the networks, the tables to reuse, the calibration subjects."""
+    apply = apply_settings(config)
+    key = "apply.networks" if config["apply"].get("networks") else "apply.results"
+    if config["apply"].get("results"):
+        must_exist("apply.results", config["apply"]["results"], kind="folder")
+    must_exist(key, apply["networks"], kind="folder")
+    for name in ("corrections", "ensemble_weights"):
+        if apply[name] != CALIBRATE and (name == "corrections" or _ensembles(config)):
+            must_exist(f"apply.{name}", apply[name])
+    replicates = range(1, config["training"]["replicates"] + 1)
+    missing = [
+        paths.network(c, s, r, apply["networks"])
+        for c in config["contrasts"]
+        for s in config["sexes"]
+        for r in replicates
+        if not Path(paths.network(c, s, r, apply["networks"])).is_file()
+    ]
+    if missing:
+        raise ConfigError(
+            f"config: {key}: {len(missing)} of the networks this run needs are missing (first: "
+            f"{missing[0]}); import them (agemapper import-original RELEASE_FOLDER "
+            f"{apply['networks']}), or set contrasts, sexes and training.replicates to the "
+            "networks you have"
+        )
+    if not subjects_there:
+        return
+    from agemapper.images.subjects import read_subjects
+
+    try:
+        subjects = read_subjects(config["cohort"]["subjects"], qc="skip")
+    except AgeMapperError as exc:
+        raise ConfigError(f"config: cohort.subjects: {exc}") from exc
+    splits = ["test"] + ([CALIBRATION_SPLIT] if apply["calibrate"] else [])
+    for sex in config["sexes"]:
+        for split in splits:
+            if not ((subjects.sex == sex) & (subjects.split == split)).any():
+                raise ConfigError(
+                    f"config: cohort.subjects {config['cohort']['subjects']} has no {sex} "
+                    f"{split} subjects: apply mode predicts split test"
+                    + (
+                        f" and fits bias corrections and ensemble weights on the calibration "
+                        f"subjects, split {CALIBRATION_SPLIT} (with their ages); or reuse a "
+                        "run's tables (apply.corrections, apply.ensemble_weights)"
+                        if split == CALIBRATION_SPLIT
+                        else ""
+                    )
+                )
+
+
+def _ensembles(config: dict) -> bool:
+    return bool(config.get("ensembles", {}).get("methods"))
+
+
+def apply_notes(config: dict) -> list[str]:
+    """What apply mode will do, for the plan: the networks and what they carry, what is
+    fitted on how many calibration subjects (a warning under ``MIN_CALIBRATION``)."""
+    from agemapper.images.subjects import read_subjects
+    from agemapper.networks import pretrained
+
+    apply = apply_settings(config)
+    replicates = range(1, config["training"]["replicates"] + 1)
+    notes = [
+        pretrained.describe(apply["networks"], config["contrasts"], config["sexes"], replicates)
+    ]
+    fitted = [n for n in ("corrections", "ensemble_weights") if apply[n] == CALIBRATE]
+    fitted = [n for n in fitted if n == "corrections" or _ensembles(config)]
+    reused = [
+        f"{n} from {apply[n]}"
+        for n in ("corrections", "ensemble_weights")
+        if apply[n] != CALIBRATE and (n == "corrections" or _ensembles(config))
+    ]
+    if reused:
+        notes.append("apply mode reuses " + " and ".join(reused) + ".")
+    if fitted:
+        subjects = read_subjects(config["cohort"]["subjects"], qc="skip")
+        counts = {
+            sex: int(((subjects.sex == sex) & (subjects.split == CALIBRATION_SPLIT)).sum())
+            for sex in config["sexes"]
+        }
+        what = " and ".join(n.replace("_", " ") for n in fitted)
+        notes.append(
+            f"apply mode fits the {what} on the cohort's calibration subjects (split "
+            f"{CALIBRATION_SPLIT}): " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."
+        )
+        few = [s for s, n in counts.items() if n < MIN_CALIBRATION]
+        if few:
+            notes.append(
+                f"WARNING: fewer than {MIN_CALIBRATION} calibration subjects ({', '.join(few)}):"
+                " the bias correction and ensemble weights will be uncertain; add calibration "
+                "subjects or reuse a larger run's corrections.tsv / weights.tsv."
+            )
+    return notes
 
 
 def _check_confounds(config: dict) -> None:

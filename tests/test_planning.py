@@ -221,3 +221,110 @@ def test_a_pickled_age_file_is_refused_naming_it(tmp_path):
     np.save(tmp_path / "male_test_age.npy", pickled, allow_pickle=True)
     with pytest.raises(InputDataError, match=r"male_test_age\.npy: not a NumPy array of ages"):
         read_released(tmp_path)
+
+
+# ----------------------------------------------------------------------------- apply mode
+
+
+def _networks(
+    folder, contrasts, sexes=("female", "male"), replicates=(1, 2, 3), stats=False, imported=True
+):
+    """A networks folder of tiny model files (what planning reads: names, metadata)."""
+    import torch
+
+    from agemapper.networks.serialization import save_tensors
+
+    for c in contrasts:
+        for s in sexes:
+            for r in replicates:
+                d = folder / c / s / f"replicate-{r}"
+                meta = {
+                    "format": "agemapper-model/1",
+                    "input": {"intensity": {"p99_abs": {}}} if stats else {},
+                }
+                save_tensors(d / "model.safetensors", {"w": torch.zeros(1)}, meta)
+                if imported:
+                    (d / "manifest.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def pretrained_study(study, tmp_path):
+    """The study in apply mode with a networks folder and a cohort of calibration + test."""
+    folder = tmp_path / "splits"
+    rehearsal._write_release_splits(rehearsal._subjects(np.random.default_rng(0)), folder)
+    study.update(contrasts=["T1_nonlinear", "swi"])
+    study["cohort"].update(subjects=str(folder), excluded=None)
+    study["apply"] = {"networks": str(_networks(tmp_path / "networks", study["contrasts"]))}
+    return study
+
+
+def test_apply_settings_resolve_the_sources():
+    base = {"ensembles": {"methods": ["mean"]}}
+    run = planning.apply_settings({**base, "apply": {"results": "/r"}})
+    assert run == {
+        "networks": "/r/models",
+        "corrections": "/r/deltas/corrections.tsv",
+        "ensemble_weights": "/r/ensembles/weights.tsv",
+        "calibrate": False,
+    }
+    own = planning.apply_settings({**base, "apply": {"networks": "n"}})
+    assert own["corrections"] == own["ensemble_weights"] == "calibrate" and own["calibrate"]
+    mixed = planning.apply_settings(
+        {**base, "apply": {"results": "/r", "corrections": "calibrate"}}
+    )
+    assert mixed["networks"] == "/r/models" and mixed["calibrate"]
+    assert planning.apply_settings({"ensembles": {}}) is None
+
+
+def test_pretrained_mode_passes_and_says_what_it_does(pretrained_study):
+    planning.check_config(pretrained_study, apply=True)
+    notes = " ".join(planning.apply_notes(pretrained_study))
+    assert "12 networks from" in notes and "none is trained" in notes and "read only" in notes
+    assert "12 imported by agemapper import-original" in notes
+    assert "0 of 12 carry the statistics of their training inputs" in notes
+    assert "calibration subjects (split validation): 6 female, 6 male" in notes
+    assert "WARNING: fewer than 100 calibration subjects (female, male)" in notes
+
+
+def test_pretrained_mode_needs_every_network_and_calibration_subjects(pretrained_study, tmp_path):
+    pretrained_study["contrasts"].append("vbm")
+    with pytest.raises(ConfigError, match=r"apply\.networks: 6 of the networks .* missing .*vbm"):
+        planning.check_config(pretrained_study, apply=True)
+    pretrained_study["contrasts"].remove("vbm")
+    folder = pretrained_study["cohort"]["subjects"]
+    (tmp_path / "splits" / "male_validation.txt").write_text("")
+    np.save(tmp_path / "splits" / "male_validation_age.npy", np.zeros(0))
+    with pytest.raises(
+        ConfigError, match=rf"{folder} has no male validation subjects.*calibration"
+    ):
+        planning.check_config(pretrained_study, apply=True)
+    corrections = tmp_path / "corrections.tsv"
+    corrections.write_text("contrast\n")
+    weights = tmp_path / "weights.tsv"
+    weights.write_text("ensemble\n")
+    pretrained_study["apply"].update(corrections=str(corrections), ensemble_weights=str(weights))
+    planning.check_config(pretrained_study, apply=True)  # nothing fitted: no calibration needed
+
+
+def test_networks_inside_results_are_refused(pretrained_study):
+    pretrained_study["apply"]["networks"] = "results/models"
+    with pytest.raises(ConfigError, match=r"apply\.networks puts the networks .* inside results/"):
+        planning.check_config(pretrained_study, apply=True)
+    pretrained_study["apply"] = {"results": "results"}
+    with pytest.raises(ConfigError, match=r"apply\.results puts the networks"):
+        planning.check_config(pretrained_study, apply=True)
+
+
+def test_a_training_run_never_trains_over_imported_networks(study, tmp_path):
+    """Networks imported into results/models (what the README once showed) were retrained."""
+    results = tmp_path / "results"
+    planning.check_config(study, results=str(results))
+    _networks(results / "models", ["T1_nonlinear"], ("female",), (1,))
+    with pytest.raises(
+        ConfigError, match=r"imported by agemapper import-original.*never retrained"
+    ):
+        planning.check_config(study, results=str(results))
+    for manifest in results.rglob("manifest.json"):  # networks trained here: no manifest
+        manifest.unlink()
+    planning.check_config(study, results=str(results))

@@ -20,6 +20,7 @@ plan for a command no page shows, fails the suite.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import rehearsal
@@ -57,10 +60,18 @@ APPLY = (
 )
 LEGACY = (
     "agemapper import-original ORIGINAL.pth.tar "
-    "results/models/T1_nonlinear/female/replicate-1/model.safetensors --contrast T1_nonlinear"
+    "networks/T1_nonlinear/female/replicate-1/model.safetensors --contrast T1_nonlinear "
+    "--sex female"
 )
+# pretrained mode: the original release's networks imported, then predicting a cohort
+IMPORT_RELEASE = "agemapper import-original original_networks networks"
+PRETRAINED = (
+    "snakemake -c4 results/deltas/all.csv --configfile config/ukb.yaml config/site.yaml "
+    "config/pretrained.yaml"
+)
+EXPORT = "agemapper export-original results/models exported"
 LOCKED = "python3 -m venv .venv && .venv/bin/pip install -r requirements.lock.txt -e ."
-HELP = ["agemapper --help", "agemapper import-original --help"]
+HELP = ["agemapper --help", "agemapper import-original --help", "agemapper export-original --help"]
 FORCE_TWO = (
     "snakemake --profile slurm results/deltas/all.csv --forcerun "
     "results/models/T1_nonlinear/female/replicate-1/model.safetensors "
@@ -130,6 +141,9 @@ PLAN = {
     STUDY_ASSOC: "study clone, rehearsal, for real",
     APPLY: "apply clone, for real",
     LEGACY: "import clone, for real",
+    IMPORT_RELEASE: "pretrained clone, for real",
+    PRETRAINED: "pretrained clone, for real",
+    EXPORT: "study clone, for real, after the rehearsal",
     LOCKED: "demo clone, for real, after the demo",
     **{c: "import clone, for real" for c in HELP},
     **{c: "smoke mode (--small/--tiny)" for c in BENCHMARKS},
@@ -158,11 +172,14 @@ def shell(command: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedPr
     """Run a shown command with bash in ``cwd``, the environment's tools first on PATH.
 
     The environment is the clone's own ``.venv`` once the README's set-up line made one (as a
-    user who activated it), else the one running the tests.
+    user who activated it), else the one running the tests, with the clone's package first
+    (its ``agemapper`` command would otherwise run the package that environment installed).
     """
     tools = str(cwd / ".venv/bin") if (cwd / ".venv/bin/snakemake").exists() else BIN
     env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
     env.pop("VIRTUAL_ENV", None)
+    if tools == BIN:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), env.get("PYTHONPATH")]))
     res = subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -483,6 +500,22 @@ def test_study_commands_run_as_written(tmp_path, cohort):
 
     _apply_runs_as_written(tmp_path, clone, cohort)
 
+    # the rehearsal's networks in the original release's names, and back: same predictions
+    res = shell(EXPORT, clone)
+    assert res.returncode == 0, res.output[-3000:]
+    exported = sorted(p.name for p in (clone / "exported").glob("*.pth.tar"))
+    assert len(exported) == len(rehearsal.CONTRASTS) * 2 * 3
+    assert "T1_nonlinear_female_1.pth.tar" in exported
+    res = shell("agemapper import-original exported reimported", clone)
+    assert res.returncode == 0, res.output[-3000:]
+    from agemapper.networks.training import load_model
+
+    x = torch.randn(2, 1, 32, 40, 32, generator=torch.Generator().manual_seed(0))
+    for path in sorted((clone / "results/models").rglob("model.safetensors"))[:4]:
+        back = clone / "reimported" / path.relative_to(clone / "results/models")
+        with torch.no_grad():
+            assert torch.equal(load_model(path)[0](x), load_model(back)[0](x)), path
+
 
 def _apply_runs_as_written(tmp_path: Path, trained: Path, cohort: dict) -> None:
     """The README's apply command, in a clone of its own, on the rehearsal's networks."""
@@ -512,8 +545,9 @@ def _apply_runs_as_written(tmp_path: Path, trained: Path, cohort: dict) -> None:
         assert (merged[col] - merged[f"{col}_applied"]).abs().max() < 1e-6, col
 
     # a network is refused when its input contract does not match what it is asked to do
+    # (x1.2: within the intensity check's x1.5, which would stop a larger change earlier)
     table = pd.read_csv(clone / "config/contrasts.tsv", sep="\t")
-    table.loc[table.contrast == "tbss_FA_s", "scale_factor"] *= 2
+    table.loc[table.contrast == "tbss_FA_s", "scale_factor"] *= 1.2
     table.to_csv(clone / "config/contrasts.tsv", sep="\t", index=False)
     shutil.rmtree(clone / "results/predictions")
     res = shell(APPLY, clone)
@@ -523,6 +557,122 @@ def _apply_runs_as_written(tmp_path: Path, trained: Path, cohort: dict) -> None:
     refused = [p for p in logs if "does not match its input" in p.read_text()]
     assert refused and "scale_factor" in refused[0].read_text(), res.output[-3000:]
     assert "does not match its input" in res.output and "Traceback" not in res.output
+
+    # a new cohort at twice the intensities of the networks' training inputs is caught before
+    # any prediction: the networks carry the statistics of their training split
+    table.loc[table.contrast == "tbss_FA_s", "scale_factor"] /= 2
+    table.to_csv(clone / "config/contrasts.tsv", sep="\t", index=False)
+    shifted = tmp_path / "shifted"
+    data_file = table.set_index("contrast").loc["tbss_FA_s", "data_file"]
+    for subject in new.subject:
+        img = nib.load(Path(cohort["data_directory"]) / subject / data_file)
+        (shifted / subject / data_file).parent.mkdir(parents=True, exist_ok=True)
+        doubled = np.asarray(img.dataobj, dtype=np.float32) * 2
+        nib.save(nib.Nifti1Image(doubled, img.affine, img.header), shifted / subject / data_file)
+    apply["cohort"]["data_directory"] = str(shifted)
+    apply["contrasts"] = ["tbss_FA_s"]
+    (clone / "config/apply.yaml").write_text(yaml.safe_dump(apply))
+    shutil.rmtree(clone / "results")
+    res = shell(APPLY, clone)
+    assert res.returncode != 0
+    assert not (clone / "results/predictions").exists()
+    log = (clone / "results/logs/preprocess_contrast/tbss_FA_s_female_predict.log").read_text()
+    assert "contrast tbss_FA_s" in log and "median |intensity| after scaling" in log
+    assert "the median over its" in log and "training split's" in log, log[-2000:]
+
+
+# ------------------------------------------------------------------------ pretrained mode
+
+
+def _hashes(folder: Path) -> dict:
+    return {
+        p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.workflow
+def test_pretrained_commands_run_as_written(tmp_path, cohort):
+    """The README's pretrained mode: the original release's networks (written by the
+    original's own class and save calls, every file format) imported, then a cohort's brain
+    ages with bias corrections and ensembles fitted on its calibration subjects."""
+    from test_legacy import write_release
+
+    clone = fresh_clone(tmp_path / "pretrained")
+    contrasts = ["T1_nonlinear", "rsfmri_3"]  # 1 mm mean-normalised; 2 mm, 4D (CPU time)
+    originals = write_release(
+        clone / "original_networks", contrasts, ("female", "male"), (1, 2, 3), ages=True
+    )
+    res = shell(IMPORT_RELEASE, clone)
+    assert res.returncode == 0, res.output[-3000:]
+    assert f"{len(originals)} networks imported" in res.output
+    imported = _hashes(clone / "networks")
+    formats = pd.read_csv(clone / "networks/manifest.tsv", sep="\t").format
+    assert set(formats) == {"state_dict", "checkpoint", "whole_model"}
+
+    # the user's cohort: calibration subjects (the rehearsal's validation split) and a few to
+    # predict (split test)
+    from agemapper.images.subjects import read_subjects
+
+    subjects = read_subjects(cohort["subjects"])
+    test = subjects[subjects.split == "test"].groupby("sex").head(4)
+    mine = pd.concat([subjects[subjects.split == "validation"], test])
+    mine.to_csv(tmp_path / "my_subjects.tsv", sep="\t", index=False)
+    # config/site.yaml: contrasts and CPU; the original's networks need the full 160x192x160
+    # grid (config/ukb.yaml's), not the rehearsal's small one
+    site = rehearsal_site(cohort)
+    site.update(contrasts=contrasts, preprocess={"grid": [160, 192, 160]})
+    write_site(clone, site)
+    # config/pretrained.yaml: the cohort's paths, as the README says to edit them
+    pretrained = yaml.safe_load((clone / "config/pretrained.yaml").read_text())
+    pretrained["cohort"] = {k: str(cohort[k]) for k in ("data_directory", "nidps", "confounds")}
+    pretrained["cohort"]["subjects"] = str(tmp_path / "my_subjects.tsv")
+    (clone / "config/pretrained.yaml").write_text(yaml.safe_dump(pretrained))
+
+    res = shell(PRETRAINED + " -n", clone)
+    assert res.returncode == 0, res.output[-4000:]
+    counts = job_counts(res.output)
+    assert "train_networks" not in counts and counts["predict_brain_age"] == 4
+    assert counts["preprocess_contrast"] == 4  # one cache per contrast and sex: calibration + test
+    n = len(originals)
+    assert f"apply mode: {n} networks from networks predict, none is trained" in res.output
+    assert f"they are read only, never written ({n} imported" in res.output
+    assert "WARNING: fewer than 100 calibration subjects (female, male)" in res.output
+
+    res = shell(PRETRAINED, clone, timeout=1800)
+    assert res.returncode == 0, res.output[-6000:]
+    assert "train_networks" not in job_counts(res.output)
+    results = clone / "results"
+    deltas = pd.read_csv(results / "deltas/all.csv", dtype={"subject": str})
+    ensembles = {f"ensemble_{m}" for m in ("mean", "linear", "elastic_net")}
+    assert set(deltas.contrast) == set(contrasts) | ensembles
+    assert set(deltas.split) == {"validation", "test"} and len(deltas) == len(mine) * 5
+    assert deltas[["predicted", "delta_corrected"]].notna().all().all()
+    corrections = pd.read_csv(results / "deltas/corrections.tsv", sep="\t")
+    assert len(corrections) == len(set(deltas.contrast)) * 2
+    metrics = pd.read_csv(results / "deltas/metrics.tsv", sep="\t")
+    fitted = metrics[metrics.split == "validation"]  # the correction was fitted there
+    assert (fitted.r_delta_corrected_age.abs() < 1e-6).all(), fitted
+    assert (results / "ensembles/weights.tsv").exists()
+    scale = pd.read_csv(results / "qc/scale_factors.tsv", sep="\t")  # estimated from the cohort
+    assert set(scale.contrast) == set(contrasts) and (scale.subjects == len(mine)).all()
+    log = (results / "logs/correct_deltas/correct_deltas.log").read_text()
+    assert "bias correction fitted on 6 validation subjects, fewer than 100" in log
+
+    # the replicate mean is the original networks' own mean prediction on the same input
+    preds = pd.read_csv(results / "predictions/T1_nonlinear/female.tsv", sep="\t")
+    reps = [c for c in preds.columns if c.startswith("replicate_")]
+    assert len(reps) == 3 and np.allclose(preds[reps].mean(axis=1), preds.predicted)
+    assert preds[reps].std(axis=1).min() > 0  # three different networks
+    assert preds.predicted.std() > 0.1  # ... whose predictions vary from subject to subject
+
+    assert _hashes(clone / "networks") == imported  # never modified
+    # a training run in this clone with the imported networks moved into results/models
+    shutil.copytree(clone / "networks", results / "models", dirs_exist_ok=True)
+    res = shell(STUDY_LOCAL + " -n", clone)
+    assert res.returncode != 0 and "imported by agemapper import-original" in res.output
+    assert "never retrained" in res.output and "Traceback" not in res.output
 
 
 # ------------------------------------------------------------------------ the rest
@@ -535,8 +685,10 @@ def test_original_network_import_runs_as_written(tmp_path):
     torch.save({"state_dict": _original_state_dict(), "epoch": 97}, clone / "ORIGINAL.pth.tar")
     res = shell(LEGACY, clone)
     assert res.returncode == 0, res.output[-3000:]
-    out = clone / "results/models/T1_nonlinear/female/replicate-1/model.safetensors"
+    out = clone / "networks/T1_nonlinear/female/replicate-1/model.safetensors"
     assert out.stat().st_size > 5_000_000  # 1.3 M float32 parameters
+    manifest = json.loads((out.parent / "manifest.json").read_text())
+    assert manifest["source"]["format"] == "checkpoint" and manifest["sex"] == "female"
     for command in HELP:
         res = shell(command, clone)
         assert res.returncode == 0 and "usage: agemapper" in res.output, res.output[-2000:]

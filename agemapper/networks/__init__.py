@@ -12,7 +12,12 @@
   (resume) and :mod:`~agemapper.networks.outputs` (model files, ``load_model``).
 - :mod:`~agemapper.networks.predict`: replicate predictions and their mean (``predict``).
 - :mod:`~agemapper.networks.serialization`: safetensors weights and checkpoints, never pickles.
-- :mod:`~agemapper.networks.legacy`: networks of the original AgeMapper release.
+- :mod:`~agemapper.networks.foreign`: PyTorch files of other code (state dicts, training
+  checkpoints, whole-model pickles), read without running anything pickled.
+- :mod:`~agemapper.networks.legacy`: the original AgeMapper's (and Peng et al.'s SFCN)
+  parameter names, in and out.
+- :mod:`~agemapper.networks.pretrained`: networks folders: a release imported with manifests,
+  exported in the release's names, the statistics of training inputs they carry.
 
 May import :mod:`agemapper.images`; never :mod:`agemapper.stats` or :mod:`agemapper.report`.
 """

@@ -43,22 +43,24 @@ REPLICATES = list(range(1, config["training"]["replicates"] + 1))
 COHORT = config["cohort"]
 # nIDPs: a FUNPACK table as given, or the UK Biobank main dataset FUNPACK reads (extract_nidps)
 NIDPS_FROM_MAIN = COHORT["nidps_format"] == "ukb_main"
-# Apply mode: trained networks of another run predict a new cohort (its "test" split).
-APPLY = config.get("apply")
+# Apply mode: networks trained elsewhere (another run's, or imported from the original
+# release) predict a new cohort (its "test" split, and its calibration subjects, split
+# "validation", when bias corrections or ensemble weights are fitted on them).
+APPLY = planning.apply_settings(config)
 SYNTHETIC = None if APPLY else config.get("synthetic")
+CALIBRATE = planning.CALIBRATE
 # Caches, by what reads them: training reads "train" and "validation"; prediction reads
-# "predict" (validation and test subjects; apply mode: the new cohort's test subjects). The
-# validation subjects are preprocessed twice (about 8% more preprocessing) so that prediction
-# shares no file with training: redoing predictions never makes a network look out of date.
-CACHES = (
-    {"predict": ["test"]}
-    if APPLY
-    else {
+# "predict" (validation and test subjects; apply mode: the new cohort's). The validation
+# subjects are preprocessed twice (about 8% more preprocessing) so that prediction shares no
+# file with training: redoing predictions never makes a network look out of date.
+if APPLY:
+    CACHES = {"predict": ["validation", "test"] if APPLY["calibrate"] else ["test"]}
+else:
+    CACHES = {
         "train": ["train"],
         "validation": ["validation"],
         "predict": ["validation", "test"],
     }
-)
 SPLITS = list(CACHES)
 ENSEMBLES = config.get("ensembles", {}).get("methods", [])
 MODE = "apply" if APPLY else ("demo" if SYNTHETIC else "study")
@@ -77,6 +79,12 @@ try:
     )
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
+
+# The plan says where apply mode's networks come from (read only, never trained or written)
+# and what is fitted on how many calibration subjects.
+if APPLY and workflow.is_main_process:
+    for note in planning.apply_notes(config):
+        print(note, file=sys.stderr)
 
 
 onstart:
@@ -170,10 +178,30 @@ def intensity_reference(wildcards):
     return paths.manifest(contrast=wildcards.contrast, sex=wildcards.sex, split="train")
 
 
+def reference_networks(wildcards):
+    """Apply mode: the networks whose stored training-input statistics are the reference."""
+    if not APPLY:
+        return []
+    return [
+        paths.network(wildcards.contrast, wildcards.sex, r, APPLY["networks"])
+        for r in REPLICATES
+    ]
+
+
 def network_weights():
-    """The networks that predict: trained here, or another run's in apply mode."""
-    root = APPLY["results"] if APPLY else paths.ROOT
-    return [paths.weights(replicate=r, root=root) for r in REPLICATES]
+    """The networks that predict: trained here, or (apply mode) from a networks folder."""
+    if APPLY:
+        return [
+            paths.network(replicate=r, networks=APPLY["networks"]) for r in REPLICATES
+        ]
+    return [paths.weights(replicate=r) for r in REPLICATES]
+
+
+def reused(name):
+    """Apply mode: a table to reuse (corrections, ensemble_weights), or None to fit one."""
+    if APPLY and APPLY[name] != CALIBRATE:
+        return APPLY[name]
+    return None
 
 
 def all_predictions():
@@ -184,8 +212,12 @@ def delta_inputs():
     inputs = {"predictions": all_predictions()}
     if ENSEMBLES:
         inputs["ensembles"] = paths.ENSEMBLE_PREDICTIONS
+    if reused("corrections"):
+        inputs["corrections"] = reused("corrections")
     if APPLY:
-        inputs["corrections"] = paths.corrections(APPLY["results"])
+        # the new cohort's scale factors come with its deltas: for networks without
+        # statistics of their training inputs, the only check of the cohort's scale
+        inputs["scale_factors"] = paths.scale_factors()
     return inputs
 
 

@@ -30,6 +30,8 @@ rule preprocess_contrast:
         contrasts=config["contrasts_table"],
         # validation and test intensities are checked against the training split's
         reference=intensity_reference,
+        # apply mode: against the statistics of the networks' training inputs, if they carry any
+        networks=reference_networks,
     output:
         cache=temp(paths.cache()),
         manifest=paths.manifest(),
@@ -61,7 +63,12 @@ rule preprocess_contrast:
 
 rule check_scale_factors:
     input:
-        manifests=expand(paths.manifest(split="train"), contrast=CONTRASTS, sex=SEXES),
+        # estimated from the training split (apply mode: from the new cohort)
+        manifests=expand(
+            paths.manifest(split="predict" if APPLY else "train"),
+            contrast=CONTRASTS,
+            sex=SEXES,
+        ),
         contrasts=config["contrasts_table"],
     output:
         table=paths.scale_factors(),

@@ -10,6 +10,11 @@ log = log_to(snakemake.log[0])
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 subjects = select(read_subjects(snakemake.input.subjects), w.sex, p.splits)
 contrast = Contrast(**{("name" if k == "contrast" else k): v for k, v in p.contrast.items()})
+reference = snakemake.input.reference or None  # the training split's manifest
+if snakemake.input.networks:  # apply mode: the networks' training inputs (None: the cohort's)
+    from agemapper.networks.pretrained import input_reference
+
+    reference = input_reference(snakemake.input.networks)
 preprocess_split(
     subjects,
     contrast,
@@ -22,6 +27,6 @@ preprocess_split(
     qc=p.qc,
     qc_table=out.qc,
     dtype=p.dtype,
-    reference=snakemake.input.reference or None,
+    reference=reference,
     checkpoint=p.checkpoint,
 )
