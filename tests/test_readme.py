@@ -541,8 +541,19 @@ def _apply_runs_as_written(tmp_path: Path, trained: Path, cohort: dict) -> None:
     ref = ref[ref.split == "test"]
     merged = ref.merge(got, on=["subject", "contrast"], suffixes=("", "_applied"))
     assert len(merged) == len(ref) == len(got)
+    # The same networks predict a subject in another batch to float32 precision (about 3e-8
+    # here: CPU convolutions round by batch size); an ensemble multiplies that by the sum of
+    # its |weights|, which the rehearsal's barely trained networks (outputs near 0) make ~1e6.
+    weights = pd.read_csv(trained / "results/ensembles/weights.tsv", sep="\t")
+    weights = weights[weights.term != "(intercept)"]
+    scale = weights.assign(w=weights.weight.abs()).groupby(["ensemble", "sex"]).w.sum()
+    gain = [scale.get((c, s), 1.0) for c, s in zip(merged.contrast, merged.sex, strict=True)]
+    tolerance = 1e-6 + 1e-7 * pd.Series(gain, index=merged.index)
     for col in ("predicted", "delta", "delta_corrected"):
-        assert (merged[col] - merged[f"{col}_applied"]).abs().max() < 1e-6, col
+        error = (merged[col] - merged[f"{col}_applied"]).abs()
+        assert (error < tolerance).all(), (col, merged.loc[error >= tolerance, "contrast"])
+        single = ~merged.contrast.str.startswith("ensemble_")
+        assert error[single].max() < 1e-6, col
 
     # a network is refused when its input contract does not match what it is asked to do
     # (x1.2: within the intensity check's x1.5, which would stop a larger change earlier)
