@@ -114,9 +114,10 @@ def test_skip_policy_leaves_the_subject_out_and_reports_it(tmp_path):
     res = _run(["-c2", *args], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     qc = pd.read_csv(tmp_path / "results/qc/skipped.tsv", sep="\t", dtype=str)
-    # left out of both caches it belongs to: validation (training) and predict
+    # left out of both caches it is in: validation (training) and validation+test (prediction)
     assert qc.subject.tolist() == [bad, bad] and qc.problem.str.contains("truncated").all()
-    assert set(qc.contrast) == {"T1_nonlinear"} and set(qc.split) == {"validation", "predict"}
+    assert set(qc.contrast) == {"T1_nonlinear"}
+    assert set(qc.split) == {"validation", "validation+test"}
     assert "QC: 1 subject(s) left out in 2 place(s)" in res.stdout + res.stderr
     deltas = pd.read_csv(tmp_path / "results/deltas/all.csv", dtype={"subject": str})
     assert bad not in set(deltas[deltas.contrast == "T1_nonlinear"].subject)
