@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,10 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the browser the tests drive (browser_checks.py)
 
 from agemapper.stats import associations as A  # noqa: E402
+from browser_checks import CHROMIUM, DRIVER, chromium  # noqa: E402
 
 SKIP_CATEGORIES = {
     "misc, ignored",
@@ -117,70 +118,42 @@ def study_table(
     return A.with_labels(out)
 
 
-def _chromium_driver(binary: str, driver: str, user_data: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={user_data}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
 def load_in_chromium(page: Path, binary: str, driver: str, timeout: float = 120) -> dict:
     """Open ``page`` in headless Chromium; time until ready; console errors; a screenshot."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    with tempfile.TemporaryDirectory(prefix="chromium-") as user_data:
-        browser = _chromium_driver(binary, driver, user_data)
+    with chromium(binary, driver) as browser:
         browser.set_script_timeout(timeout)  # a busy page answers late
         browser.set_page_load_timeout(timeout)
-        try:
-            start = time.perf_counter()
-            browser.get(page.resolve().as_uri())
-            WebDriverWait(browser, timeout).until(
-                lambda b: b.execute_script("return document.body.dataset.ready || null")
-            )
-            wall = time.perf_counter() - start
-            ready_ms = float(browser.execute_script("return document.body.dataset.ready"))
-            info = browser.execute_script(
-                "const t = window.agemapperBrowser.table;"
-                "return {rows: t.rows().count(), shown: t.rows({search: 'applied'}).count()};"
-            )
-            # responsiveness: a filter (table and plot redrawn), a sort, a text search
-            interactions = browser.execute_async_script(
-                "const done = arguments[arguments.length - 1], b = window.agemapperBrowser;"
-                "const time = async (f) => { const t0 = performance.now(); await f();"
-                "  await new Promise(r => requestAnimationFrame(() => setTimeout(r)));"
-                "  return performance.now() - t0; };"
-                "(async () => {"
-                "  const contrast = b.rows[b.rows.length - 1].contrast;"
-                "  const filter_ms = await time(() => b.setControls({contrast}));"
-                "  const reset_ms = await time(() => b.setControls({contrast: ''}));"
-                "  const sort_ms = await time(() => b.table.order([5, 'desc']).draw());"
-                "  const search_ms = await time(() => b.table.search('blood').draw());"
-                "  done({filter_ms, reset_ms, sort_ms, search_ms});"
-                "})();"
-            )
-            shot = page.with_suffix(".png")
-            browser.save_screenshot(str(shot))
-            logs = browser.get_log("browser")
-        finally:
-            browser.quit()
+        start = time.perf_counter()
+        browser.get(page.resolve().as_uri())
+        WebDriverWait(browser, timeout).until(
+            lambda b: b.execute_script("return document.body.dataset.ready || null")
+        )
+        wall = time.perf_counter() - start
+        ready_ms = float(browser.execute_script("return document.body.dataset.ready"))
+        info = browser.execute_script(
+            "const t = window.agemapperBrowser.table;"
+            "return {rows: t.rows().count(), shown: t.rows({search: 'applied'}).count()};"
+        )
+        # responsiveness: a filter (table and plot redrawn), a sort, a text search
+        interactions = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1], b = window.agemapperBrowser;"
+            "const time = async (f) => { const t0 = performance.now(); await f();"
+            "  await new Promise(r => requestAnimationFrame(() => setTimeout(r)));"
+            "  return performance.now() - t0; };"
+            "(async () => {"
+            "  const contrast = b.rows[b.rows.length - 1].contrast;"
+            "  const filter_ms = await time(() => b.setControls({contrast}));"
+            "  const reset_ms = await time(() => b.setControls({contrast: ''}));"
+            "  const sort_ms = await time(() => b.table.order([5, 'desc']).draw());"
+            "  const search_ms = await time(() => b.table.search('blood').draw());"
+            "  done({filter_ms, reset_ms, sort_ms, search_ms});"
+            "})();"
+        )
+        shot = page.with_suffix(".png")
+        browser.save_screenshot(str(shot))
+        logs = browser.get_log("browser")
     errors = [entry["message"] for entry in logs if entry["level"] == "SEVERE"]
     return {
         "ready_ms": ready_ms,
@@ -230,10 +203,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="6 x 2 x 300 tests, a smoke run")
     parser.add_argument("--out", type=Path, default=None, help="folder for the pages (kept)")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument(
-        "--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver"
+        "--chromium", default=CHROMIUM, help="default: $AGEMAPPER_CHROMIUM, or on PATH"
     )
+    parser.add_argument("--chromedriver", default=DRIVER)
     parser.add_argument("--no-browser", action="store_true", help="build the pages only")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the page that loads every test"

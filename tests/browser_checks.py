@@ -14,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 CHROMIUM = os.environ.get("AGEMAPPER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = (
@@ -46,6 +44,8 @@ def missing() -> str | None:
 
 def require() -> None:
     """Skip the calling test without a browser, or fail if one is required."""
+    import pytest  # here, so that benchmarks/browser.py can use chromium() without pytest
+
     why = missing()
     if why is None:
         return
@@ -55,18 +55,19 @@ def require() -> None:
 
 
 @contextlib.contextmanager
-def chromium():
-    """A headless Chromium with a fresh profile, its console log kept."""
+def chromium(binary: str = CHROMIUM, driver_path: str = DRIVER):
+    """A headless Chromium with a fresh profile, its console log kept (the tests' browser, and
+    benchmarks/browser.py's, which may name another ``binary`` and chromedriver)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     with tempfile.TemporaryDirectory(prefix="agemapper-chromium-") as profile:
         options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
+        options.binary_location = binary
         for flag in (*FLAGS, f"--user-data-dir={profile}"):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
         try:
             yield driver
         finally:
