@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,15 @@ from agemapper.images.nifti import write_volume
 from agemapper.images.preprocess import preprocess_split
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (benchmarks/ is no package: its scripts
+    run as ``python benchmarks/NAME.py`` from the repo root)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / f"benchmarks/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def brain_volume(grid="1mm", value=100.0, seed=0, extra_dims=()):

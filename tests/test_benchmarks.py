@@ -1,11 +1,10 @@
 """The benchmark scripts still run (smoke mode); no timing is asserted."""
 
-import importlib.util
 import re
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 
 def test_association_benchmark_small_mode_runs():
@@ -38,9 +37,7 @@ def test_ensemble_benchmark_small_mode_runs():
 
 
 def test_train_throughput_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("tt", REPO / "benchmarks/train_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_throughput")
     out = tmp_path / "figures.json"
     figures = bench.main(
         [
@@ -71,9 +68,7 @@ def test_train_throughput_smoke(tmp_path, capsys):
 
 
 def test_training_fidelity_smoke(capsys):
-    spec = importlib.util.spec_from_file_location("tf", REPO / "benchmarks/training_fidelity.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("training_fidelity")
     df = bench.main(["--small"])
     text = capsys.readouterr().out
     assert set(df.variant) == {"reference", "shared batch order", "float32 cache"}
@@ -82,9 +77,7 @@ def test_training_fidelity_smoke(capsys):
 
 
 def test_browser_benchmark_small_mode_builds_both_pages(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bb", REPO / "benchmarks/browser.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("browser")
     figures = bench.main(["--small", "--no-browser", "--out", str(tmp_path)])
     text = capsys.readouterr().out
     assert "baseline: every test on the page" in text and "ours:" in text

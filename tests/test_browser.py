@@ -5,26 +5,17 @@ The demo's own browser page is checked the same way in tests/test_workflow.py.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 
 import browser_checks
 from agemapper.report.browser import write_browser
-from conftest import REPO
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("browser_bench", REPO / "benchmarks/browser.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_browser_loads_sorts_and_filters(tmp_path):
     browser_checks.require()
-    table = _benchmark().study_table(contrasts=4, nidps=200, seed=1)
+    table = load_benchmark("browser").study_table(contrasts=4, nidps=200, seed=1)
     meta = write_browser(table, tmp_path / "browser.html", 0.05, "fdr", synthetic=True)
     assert meta["loaded"] == len(table) == 4 * 2 * 200
     seen = browser_checks.check_browser_page(tmp_path / "browser.html", tmp_path / "shot.png")
@@ -35,7 +26,7 @@ def test_browser_loads_sorts_and_filters(tmp_path):
 def test_browser_at_study_scale_570000_tests(tmp_path):
     """57 contrasts x 2 sexes x 5,000 nIDPs: every significant test and a sample of the rest."""
     browser_checks.require()
-    table = _benchmark().study_table()
+    table = load_benchmark("browser").study_table()
     assert len(table) == 570_000
     meta = write_browser(table, tmp_path / "browser.html", 0.05, "bonferroni")
     assert meta["significant"] == int(table.significant_bonferroni.sum()) > 0
