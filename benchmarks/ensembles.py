@@ -93,6 +93,9 @@ def baseline_fit(X, y, nonnegative, l1_ratio, folds, seed):
 
 
 def make_problem(n, p, seed):
+    """``n`` subjects' predictions by ``p`` contrasts: each predicts age plus an error shared by
+    all and one of its own; the last three see mostly the shared error (their best
+    unconstrained weights are negative). tests/test_ensembles.py fits the same problem."""
     rng = np.random.default_rng(seed)
     age = rng.uniform(45, 82, n)
     shared = rng.normal(0, 1, n)

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from agemapper.stats import ensembles as E
+from conftest import load_benchmark
 
 
 def _predictions(n=400, seed=0, contrasts=("a", "b", "c", "d")):
@@ -78,18 +79,6 @@ def test_weights_table_round_trip_reproduces_predictions():
     pd.testing.assert_frame_equal(E.apply(fitted, preds), E.apply(again, preds))
 
 
-def _correlated_predictions(n=600, p=57, seed=0):
-    """Each contrast predicts age plus an error shared by all and one of its own; the last three
-    see mostly the shared error (their best unconstrained weights are negative).
-    """
-    rng = np.random.default_rng(seed)
-    age = rng.uniform(45, 82, n)
-    shared = rng.normal(0, 1, n)
-    X = age[:, None] + shared[:, None] + rng.normal(0, 1, (n, p)) * rng.uniform(1, 3, p)
-    X[:, -3:] = 63 + 4 * shared[:, None] + rng.normal(0, 1, (n, 3))
-    return X, age
-
-
 def _objective(Xs, y, w, b, alpha, l1_ratio):
     r = y - b - Xs @ w
     return r @ r / (2 * len(y)) + alpha * (l1_ratio * np.abs(w).sum() + (1 - l1_ratio) / 2 * w @ w)
@@ -99,7 +88,9 @@ def _objective(Xs, y, w, b, alpha, l1_ratio):
 def test_elastic_net_reaches_the_optimum_on_correlated_predictions(nonnegative):
     from sklearn.linear_model import ElasticNet
 
-    X, age = _correlated_predictions()
+    # benchmarks/ensembles.py's problem: 57 contrasts with errors shared by all, the last
+    # three mostly the shared error (their best unconstrained weights are negative)
+    X, age = load_benchmark("ensembles").make_problem(600, 57, seed=0)
     e = E.fit("elastic_net", X, age, [f"c{i}" for i in range(57)], "f", nonnegative=nonnegative)
     # the fit in the standardised units it is computed in
     mu, sd = X.mean(0), X.std(0)
