@@ -102,14 +102,19 @@ def write_subject_files(root, contrast, subjects, grid, volume_dims=(), seed=0):
         write_volume(contrast.path_for(root, s), vol, GRIDS[grid], np.float32)
 
 
+def preprocess_into(tmp_path, folder, contrast, subjects, shape, **options):
+    """Preprocess the subjects' files under ``tmp_path/data`` into ``tmp_path/folder``:
+    ``c.cache``, ``c.tsv`` and ``c.json``; ``options`` go to preprocess_split. The manifest."""
+    files = [tmp_path / folder / f"c.{ext}" for ext in ("cache", "tsv", "json")]
+    return preprocess_split(subjects, contrast, tmp_path / "data", shape, *files, **options)
+
+
 def preprocess_files(tmp_path, contrast, subjects, shape, grid="1mm", volume_dims=(), threads=1):
     """Write the subjects' files for ``contrast`` and preprocess them into ``tmp_path/cache``:
     ``c.cache``, ``c.tsv`` and ``c.json``; return that folder and the manifest."""
     write_subject_files(tmp_path / "data", contrast, subjects, grid, volume_dims)
-    out = tmp_path / "cache"
-    files = [out / f"c.{ext}" for ext in ("cache", "tsv", "json")]
-    table = preprocess_split(subjects, contrast, tmp_path / "data", shape, *files, threads=threads)
-    return out, table
+    table = preprocess_into(tmp_path, "cache", contrast, subjects, shape, threads=threads)
+    return tmp_path / "cache", table
 
 
 @pytest.fixture

@@ -19,11 +19,21 @@ import torch
 from agemapper.errors import InputDataError
 from agemapper.images.grids import GRIDS
 from agemapper.images.nifti import write_volume
-from agemapper.images.preprocess import open_cache, preprocess_split
+from agemapper.images.preprocess import open_cache
 from agemapper.images.subjects import check
 from agemapper.networks.serialization import load_tensors
 from agemapper.stats.nidps import read_subject_table
-from conftest import REPO, brain_volume, make_cache, make_subjects, write_subject_files
+from conftest import (
+    REPO,
+    brain_volume,
+    make_cache,
+    make_subjects,
+    preprocess_files,
+    preprocess_into,
+    write_subject_files,
+)
+
+SHAPE = (32, 40, 32)  # the crop every preprocessing here writes
 
 # ----------------------------------------------------------------------------- bad image files
 
@@ -125,18 +135,9 @@ def _cohort(tmp_path, contrast, n=4, grid="1mm", dims=()):
 
 
 def _run(tmp_path, subjects, contrast, qc):
-    out = tmp_path / f"cache_{qc}"
-    return preprocess_split(
-        subjects,
-        contrast,
-        tmp_path / "data",
-        (32, 40, 32),
-        out / "c.cache",
-        out / "c.tsv",
-        out / "c.json",
-        qc=qc,
-        qc_table=out / "qc.tsv",
-    )
+    folder = f"cache_{qc}"
+    qc_table = tmp_path / folder / "qc.tsv"
+    return preprocess_into(tmp_path, folder, contrast, subjects, SHAPE, qc=qc, qc_table=qc_table)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -428,12 +429,7 @@ def test_a_split_off_the_training_intensities_stops(tmp_path, t1_contrast):
     from agemapper.images.contrasts import Contrast
 
     swi = Contrast("swi", "structural", "1mm", "SWI/SWI_to_MNI.nii.gz", None, "none", 100.0)
-    train = make_subjects(8)
-    write_subject_files(tmp_path / "data", swi, train, "1mm")
-    out = tmp_path / "train"
-    preprocess_split(
-        train, swi, tmp_path / "data", (32, 40, 32), out / "c.cache", out / "c.tsv", out / "c.json"
-    )
+    train_cache, _ = preprocess_files(tmp_path, swi, make_subjects(8), SHAPE)
     test = make_subjects(6, split="test", start=3000000)
     for i, s in enumerate(test.subject):  # another pipeline: twice the intensities
         vol = brain_volume("1mm", 2 * (100.0 + i), seed=i)
@@ -442,9 +438,7 @@ def test_a_split_off_the_training_intensities_stops(tmp_path, t1_contrast):
         InputDataError,
         match=r"median \|intensity\| after scaling: the median over its 6 subjects is 1.98x",
     ):
-        preprocess_split(test, swi, tmp_path / "data", (32, 40, 32), tmp_path / "t/c.cache",
-                         tmp_path / "t/c.tsv", tmp_path / "t/c.json", qc="skip",
-                         reference=out / "c.tsv")  # fmt: skip
+        preprocess_into(tmp_path, "t", swi, test, SHAPE, qc="skip", reference=train_cache / "c.tsv")
 
 
 def _network_trained_on(tmp_path, contrast, n=8):
@@ -453,22 +447,11 @@ def _network_trained_on(tmp_path, contrast, n=8):
     from agemapper.networks.pretrained import training_contract
     from agemapper.networks.serialization import save_tensors
 
-    train = make_subjects(n)
-    write_subject_files(tmp_path / "data", contrast, train, "1mm")
-    out = tmp_path / "train"
-    preprocess_split(
-        train,
-        contrast,
-        tmp_path / "data",
-        (32, 40, 32),
-        out / "c.cache",
-        out / "c.tsv",
-        out / "c.json",
-    )
+    out, _ = preprocess_files(tmp_path, contrast, make_subjects(n), SHAPE)
     info = json.loads((out / "c.json").read_text())
     meta = {
         "format": "agemapper-model/1",
-        "input": {**training_contract(info), "shape": [32, 40, 32]},
+        "input": {**training_contract(info), "shape": list(SHAPE)},
     }
     weights = tmp_path / "networks/swi/female/replicate-1/model.safetensors"
     save_tensors(weights, {"w": torch.zeros(1)}, meta)
@@ -496,17 +479,7 @@ def test_a_cohort_off_the_networks_training_inputs_stops(tmp_path):
     cohort = _new_cohort(tmp_path, swi, [2.0] * 6)
     for qc in ("strict", "skip"):
         with pytest.raises(InputDataError) as info:
-            preprocess_split(
-                cohort,
-                swi,
-                tmp_path / "data",
-                (32, 40, 32),
-                tmp_path / "a/c.cache",
-                tmp_path / "a/c.tsv",
-                tmp_path / "a/c.json",
-                qc=qc,
-                reference=reference,
-            )
+            preprocess_into(tmp_path, "a", swi, cohort, SHAPE, qc=qc, reference=reference)
         text = str(info.value)
         assert "contrast swi" in text and "swi female test" in text
         assert "median |intensity| after scaling: the median over its 6 subjects is 1.98x" in text
@@ -520,22 +493,16 @@ def test_a_subject_off_the_networks_training_inputs_is_named_or_left_out(tmp_pat
     reference = input_reference([_network_trained_on(tmp_path, swi)])
     cohort = _new_cohort(tmp_path, swi, [1, 1, 2, 1, 1, 1])
     bad = cohort.subject[2]
-    args = (cohort, swi, tmp_path / "data", (32, 40, 32))
     with pytest.raises(InputDataError) as info:
-        preprocess_split(
-            *args,
-            tmp_path / "s/c.cache",
-            tmp_path / "s/c.tsv",
-            tmp_path / "s/c.json",
-            reference=reference,
-        )
+        preprocess_into(tmp_path, "s", swi, cohort, SHAPE, reference=reference)
     text = str(info.value)
     assert f"subject {bad}, contrast swi" in text and "median |intensity| after scaling" in text
-    table = preprocess_split(
-        *args,
-        tmp_path / "k/c.cache",
-        tmp_path / "k/c.tsv",
-        tmp_path / "k/c.json",
+    table = preprocess_into(
+        tmp_path,
+        "k",
+        swi,
+        cohort,
+        SHAPE,
         qc="skip",
         qc_table=tmp_path / "k/qc.tsv",
         reference=reference,
@@ -592,8 +559,6 @@ def _preprocess(d, out):
 @pytest.fixture(scope="module")
 def many_subjects(tmp_path_factory):
     """24 subjects' T1 files and the cache of an uninterrupted run."""
-    from conftest import preprocess_files
-
     d = tmp_path_factory.mktemp("prep")
     subjects = make_subjects(24)
     subjects.to_csv(d / "subjects.tsv", sep="\t", index=False)
@@ -601,7 +566,7 @@ def many_subjects(tmp_path_factory):
 
     t1 = Contrast("T1_nonlinear", "structural", "1mm", "T1/T1_brain_to_MNI.nii.gz", None,
                   "mean", 2.0)  # fmt: skip
-    out, _ = preprocess_files(d, t1, subjects, (32, 40, 32))
+    out, _ = preprocess_files(d, t1, subjects, SHAPE)
     return d, (out / "c.cache").read_bytes()
 
 
