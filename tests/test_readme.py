@@ -104,6 +104,7 @@ BENCHMARKS = [
     "python benchmarks/ensembles.py",
     "python benchmarks/ensembles.py --nonnegative",
     "python benchmarks/browser.py",
+    "python benchmarks/preprocess_throughput.py --subjects 4 --copies 3 --repeats 1",
     "python benchmarks/precision_accuracy.py T1_nonlinear tbss_FA_s --seeds 0 1",
 ]
 # the tables of the demo's report, as pages (results/report/NAME.html)
