@@ -2,6 +2,8 @@
 
     agemapper --help
     agemapper import-original ORIGINAL.pth.tar OUT/model.safetensors --contrast T1_nonlinear
+    agemapper import-original RELEASE_FOLDER networks
+    agemapper export-original results/models exported
     agemapper import-splits RELEASE_DIR datasets/ukb_subjects.tsv
     agemapper import-contrasts scaling_values_simple.csv config/contrasts.tsv
 
@@ -19,10 +21,17 @@ from agemapper.errors import AgeMapperError
 
 
 def _import_original(sub: argparse.ArgumentParser):
-    from agemapper.networks import legacy
+    from agemapper.networks import pretrained
 
-    legacy.add_arguments(sub)
-    return legacy.run
+    pretrained.add_import_arguments(sub)
+    return pretrained.run_import
+
+
+def _export_original(sub: argparse.ArgumentParser):
+    from agemapper.networks import pretrained
+
+    pretrained.add_export_arguments(sub)
+    return pretrained.run_export
 
 
 def _import_splits(sub: argparse.ArgumentParser):
@@ -62,9 +71,16 @@ def _import_contrasts(sub: argparse.ArgumentParser):
 # name -> (one-line help, function that sets up the subparser and returns the runner)
 TOOLS = {
     "import-original": (
-        "convert a network of the original AgeMapper release (.pth.tar) to this package's "
-        "safetensors model, with its input contract",
+        "convert a network of the original AgeMapper release (state dict, training checkpoint "
+        "or whole-model pickle, read without running pickled code; also Peng et al.'s SFCN), "
+        "or a folder of them by their release names, to this package's safetensors models "
+        "with their input contract and a manifest",
         _import_original,
+    ),
+    "export-original": (
+        "write networks of this workflow in the original release's names and format "
+        "({contrast}_{sex}_{replicate}.pth.tar state dicts, plus a JSON sidecar)",
+        _export_original,
     ),
     "import-splits": (
         "convert the release's subject split files into a subject table "

@@ -23,12 +23,30 @@ def cache_info(contrast=C, sex=S, split=P) -> str:
 
 
 def model_dir(contrast=C, sex=S, replicate=R, root=ROOT) -> str:
-    return f"{root}/models/{contrast}/{sex}/replicate-{replicate}"
+    return network_dir(contrast, sex, replicate, f"{root}/models")
 
 
 def weights(contrast=C, sex=S, replicate=R, root=ROOT) -> str:
     """``root`` is another run's results folder in apply mode."""
     return f"{model_dir(contrast, sex, replicate, root)}/model.safetensors"
+
+
+def network_dir(contrast=C, sex=S, replicate=R, networks=f"{ROOT}/models") -> str:
+    """One network's folder in a networks folder: a run's ``results/models``, or the folder
+    ``agemapper import-original`` writes (the same layout)."""
+    return f"{networks}/{contrast}/{sex}/replicate-{replicate}"
+
+
+def network(contrast=C, sex=S, replicate=R, networks=f"{ROOT}/models") -> str:
+    return f"{network_dir(contrast, sex, replicate, networks)}/model.safetensors"
+
+
+# Beside an imported network: where it came from (source file, sha256, contrast, sex, ...).
+IMPORT_MANIFEST = "manifest.json"
+
+
+def import_manifest(contrast=C, sex=S, replicate=R, networks=f"{ROOT}/models") -> str:
+    return f"{network_dir(contrast, sex, replicate, networks)}/{IMPORT_MANIFEST}"
 
 
 def model_metadata(contrast=C, sex=S, replicate=R) -> str:
@@ -88,6 +106,8 @@ PLOT_HEATMAP = f"{ROOT}/plots/significance_heatmap.png"
 DELTAS = f"{ROOT}/deltas/all.csv"
 DELTA_METRICS = f"{ROOT}/deltas/metrics.tsv"
 DELTA_PLOT = f"{ROOT}/plots/predicted_vs_age.png"
+NIDPS = f"{ROOT}/nidps/nidps.tsv"  # FUNPACK's table, when the cohort gives the main dataset
+NIDP_DESCRIPTIONS = f"{ROOT}/nidps/descriptions.tsv"
 ASSOCIATIONS = f"{ROOT}/associations/all.tsv"
 SIGNIFICANT = f"{ROOT}/associations/significant.tsv"
 DROPPED_NIDPS = f"{ROOT}/associations/dropped_nidps.tsv"

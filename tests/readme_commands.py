@@ -13,7 +13,13 @@ import shlex
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "config/README.md", "docs/benchmarks.md", "docs/reliability.md"]
+PAGES = [
+    "README.md",
+    "config/README.md",
+    "docs/benchmarks.md",
+    "docs/reliability.md",
+    "docs/fidelity.md",
+]
 PROGRAMS = (
     "snakemake",
     "python",

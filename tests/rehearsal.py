@@ -5,7 +5,9 @@ real ``data_file`` paths of ``config/contrasts.tsv`` on FSL's MNI152 grids (floa
 1 mm 182x218x182 or 2 mm 91x109x91; the resting-state maps as the 4D ``dr_stage2`` file with 25
 volumes), split files in the original release's format (``{sex}_{split}.txt`` + ``_age.npy``),
 a nIDP table as FUNPACK writes it (``eid`` + ``field-instance.array`` columns, categorical codes,
-negative "do not know" codes, missing values) and a confound table.
+negative "do not know" codes, missing values, FUNPACK's own 0/1 columns of a binarised field),
+the main dataset that FUNPACK reads (a CSV in the showcase layout, every array, instances 0 and
+2, raw codes) with a field list, and a confound table.
 
 It shares no code with :mod:`agemapper.synth` on purpose: the study path is tested on data that
 the demo's own assumptions did not make. Images carry a little age signal (a shrinking, dimming
@@ -86,18 +88,72 @@ def _write_release_splits(subjects: pd.DataFrame, folder: Path) -> None:
 
 
 def _write_nidps(subjects: pd.DataFrame, path: Path, rng: np.random.Generator) -> None:
-    """FUNPACK's output layout: eid, then field-instance.array columns (instance 2: imaging)."""
+    """A table FUNPACK made with FMRIB's configuration (``fmrib_unpack -cfg fmrib``): eid, then
+    ``field-instance.array`` columns (instance 2: imaging; one baseline column), categorical
+    codes as FMRIB recodes them (1558: 5 daily ... 0 never), 6150 binarised by FUNPACK into one
+    0/1 column per value (``6150-4.0``: high blood pressure), "do not know" codes left in."""
     n = len(subjects)
     age = subjects.age.to_numpy()
     table = pd.DataFrame({"eid": subjects.subject.astype(int)})
+    table["21001-0.0"] = np.round(26 + 0.05 * (age - 60) + rng.normal(0, 4, n), 1)  # baseline
     table["21001-2.0"] = np.round(27 + 0.05 * (age - 60) + rng.normal(0, 4, n), 1)  # BMI
     table["4080-2.0"] = np.round(135 + 0.5 * (age - 60) + rng.normal(0, 15, n))  # systolic BP
-    table["20116-2.0"] = rng.choice([0, 1, 2, -3], n, p=[0.55, 0.3, 0.12, 0.03])  # smoking
-    table["1558-2.0"] = rng.choice([1, 2, 3, 4, 5, 6, -3], n)  # alcohol intake frequency
+    table["20116-2.0"] = rng.choice([0, 1, 2], n, p=[0.55, 0.3, 0.15])  # smoking
+    table["1558-2.0"] = rng.choice([0, 1, 2, 3, 4, 5], n)  # alcohol intake frequency
     table["2443-2.0"] = rng.choice([0, 1, -1], n, p=[0.85, 0.12, 0.03])  # diabetes
     for column in table.columns[1:]:
         table.loc[rng.random(n) < 0.1, column] = np.nan  # not every subject answered
+    vascular = rng.choice([0, 1, 4], n, p=[0.5, 0.2, 0.3])  # none, heart attack, hypertension
+    for value in (0, 1, 4):
+        table[f"6150-{value}.0"] = (vascular == value).astype(int)
     table.to_csv(path, sep="\t", index=False)
+
+
+def _arrays(answers: list[list[int]], arrays: int) -> np.ndarray:
+    out = np.full((len(answers), arrays), np.nan)
+    for i, answer in enumerate(answers):
+        out[i, : len(answer)] = answer
+    return out
+
+
+def _write_main_dataset(subjects: pd.DataFrame, root: Path, rng: np.random.Generator) -> None:
+    """The UK Biobank main dataset as a user downloads it (``ukb_main.csv``, the showcase layout:
+    ``eid`` + ``field-instance.array`` for every array of each field, instances 0 and 2, raw
+    codes with negative ones, a few missing values) and a field list (``nidp_fields.txt``).
+
+    FMRIB's configuration drops a column with 50 values or fewer, so with this cohort's 56
+    subjects every listed column of the imaging visit misses only 3.
+    """
+    n = len(subjects)
+    age = subjects.age.to_numpy()
+    cols = {"eid": subjects.subject.astype(int), "31-0.0": (subjects.sex == "male").astype(int)}
+    for instance, years in ((0, 9.0), (2, 0.0)):
+        cols[f"21001-{instance}.0"] = np.round(27 + 0.05 * (age - 60) + rng.normal(0, 4, n), 1)
+        for array in (0, 1):
+            bp = 135 + 0.5 * (age - years - 60) + rng.normal(0, 15, n)
+            cols[f"4080-{instance}.{array}"] = np.round(bp)
+        cols[f"20116-{instance}.0"] = rng.choice([0, 1, 2, -3], n, p=[0.5, 0.3, 0.17, 0.03])
+        cols[f"1558-{instance}.0"] = rng.choice([1, 2, 3, 4, 5, 6, -3], n, p=[0.16] * 6 + [0.04])
+        cols[f"2443-{instance}.0"] = rng.choice([0, 1, -1, -3], n, p=[0.7, 0.25, 0.03, 0.02])
+        vascular = [
+            [4] if u < 0.3 else [1, 4] if u < 0.5 else [-3] if u < 0.53 else [-7]
+            for u in rng.random(n)
+        ]  # high blood pressure, also a heart attack, refused, none of the above
+        quals = [
+            [1, 2] if u < 0.3 else [3] if u < 0.6 else [5, 3, 6] if u < 0.97 else [-7]
+            for u in rng.random(n)
+        ]
+        vasc, qual = _arrays(vascular, 4), _arrays(quals, 6)
+        cols.update({f"6150-{instance}.{a}": vasc[:, a] for a in range(4)})
+        cols.update({f"6138-{instance}.{a}": qual[:, a] for a in range(6)})
+    main = pd.DataFrame(cols)
+    for column in ("21001-2.0", "4080-2.0", "20116-2.0", "1558-2.0", "2443-2.0", "6150-2.0"):
+        main.loc[rng.choice(n, 3, replace=False), column] = np.nan
+    main = main.astype({c: "Int64" for c in main.columns if not c.startswith("21001")})
+    main.to_csv(root / "ukb_main.csv", index=False)
+    (root / "nidp_fields.txt").write_text(
+        "# nIDPs to extract\n21001\n4080\n20116\n1558\n2443\n6150\n6138\n"
+    )
 
 
 def _write_confounds(subjects: pd.DataFrame, path: Path, rng: np.random.Generator) -> None:
@@ -134,10 +190,13 @@ def build(root, contrasts=CONTRASTS, seed: int = 7) -> dict[str, Path]:
     splits = root / "splits"
     _write_release_splits(subjects, splits)
     _write_nidps(subjects, root / "nidps.tsv", rng)
+    _write_main_dataset(subjects, root, rng)
     _write_confounds(subjects, root / "confounds.tsv", rng)
     return {
         "subjects": splits,
         "data_directory": data,
         "nidps": root / "nidps.tsv",
         "confounds": root / "confounds.tsv",
+        "ukb_main": root / "ukb_main.csv",  # the same cohort's main dataset, raw
+        "nidp_fields": root / "nidp_fields.txt",
     }

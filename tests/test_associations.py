@@ -239,7 +239,7 @@ def test_labels_come_from_funpack_tables():
     lab = labels(["20116-2.0=2", "21001-2.0", "25781-2.0", "my_score"]).set_index("nidp")
     assert lab.loc["21001-2.0", "title"] == "Body mass index (BMI)"
     assert lab.loc["21001-2.0", "category"] == "physical measures - general"
-    assert lab.loc["20116-2.0=2", "title"] == "Smoking status = 2"
+    assert lab.loc["20116-2.0=2", "title"] == "Smoking status: Current"  # coding 90
     assert lab.loc["20116-2.0=2", "category"] == "lifestyle and environment - tobacco"
     assert lab.loc["25781-2.0", "category"] == "brain IDPs"
     assert lab.loc["my_score", "title"] == ""
@@ -425,3 +425,36 @@ def test_run_associations_with_every_test_left_out_writes_empty_tables(tmp_path,
     assert len(table) == 0 and {"contrast", "nidp", "title", "replicated"} <= set(table.columns)
     assert len(pd.read_csv(out[1], sep="\t")) == 0
     assert "no association was tested" in caplog.text
+
+
+def test_infinite_confounds_are_missing_ones_and_infinite_nidps_missing_values(tmp_path):
+    """+inf/-inf: a confound is treated as a missing one (strict: an error naming the subject
+    and the column; skip: recorded and left out); an nIDP value is missing, like NaN."""
+    from agemapper.errors import InputDataError
+
+    deltas, nidps, confounds = _cohort()
+    bad = confounds.eid.iloc[[5, 9]].tolist()
+    confounds.loc[[5, 9], "head_size"] = [np.inf, -np.inf]
+    nidps.loc[[1, 2, 3], "4080-2.0"] = np.inf
+    p = _write_inputs(tmp_path, deltas, nidps, confounds)
+    assert "inf" in p["confounds"].read_text()  # as a file holds them
+    out = [tmp_path / f"{k}.tsv" for k in ("all", "significant", "dropped")]
+    with pytest.raises(InputDataError) as err:
+        A.run_associations(p["deltas"], p["nidps"], p["confounds"], CFG, *out)
+    message = str(err.value)
+    assert f"subject {bad[0]}" in message and "infinite confound(s) ['head_size']" in message
+    assert "head_size=inf" in message and "1 more test subjects" in message
+    qc = tmp_path / "qc.tsv"
+    A.run_associations(
+        p["deltas"], p["nidps"], p["confounds"], CFG, *out, qc="skip", out_qc=qc
+    )  # fmt: skip
+    recorded = pd.read_csv(qc, sep="\t", dtype=str)
+    assert set(recorded.subject) == set(bad)
+    assert recorded.problem.str.contains("infinite confound").all()
+    assert "head_size=-inf" in " ".join(recorded.problem)
+    table = pd.read_csv(out[0], sep="\t")
+    assert np.isfinite(table[["r", "t", "p"]].to_numpy()).all()
+    pooled = table[(table.sex == "pooled") & (table.contrast == "T1")].set_index("nidp")
+    in_half = deltas[(deltas.contrast == "T1") & (deltas.half == "A")].subject
+    expected = len(set(in_half) - set(bad) - set(nidps.eid.iloc[[1, 2, 3]]))
+    assert pooled.loc["4080-2.0", "n"] == expected

@@ -70,6 +70,17 @@ def test_train_throughput_smoke(tmp_path, capsys):
     assert figures["study_gpu_hours"]["original"] > 0
 
 
+def test_training_fidelity_smoke(capsys):
+    spec = importlib.util.spec_from_file_location("tf", REPO / "benchmarks/training_fidelity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    df = bench.main(["--small"])
+    text = capsys.readouterr().out
+    assert set(df.variant) == {"reference", "shared batch order", "float32 cache"}
+    assert (df.single > 0).all() and (df.replicates == 3).all()
+    assert "float32 cache vs float16 cache mean |diff|" in text
+
+
 def test_browser_benchmark_small_mode_builds_both_pages(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bb", REPO / "benchmarks/browser.py")
     bench = importlib.util.module_from_spec(spec)

@@ -104,20 +104,25 @@ def test_streamed_prefetched_and_preloaded_batches_agree(tmp_path):
 
 
 def _augment_reference(x, generator, max_shift, mirror):
-    """The original per-sample loop (np.roll, zeroed wrapped z slices, then the flip)."""
+    """The original's per-sample code (utils/data_utils.py, DynamicDataMapper.__getitem__) on
+    our draws: np.flip(axis 0) when mirrored, then np.roll per axis, then the wrapped z slices
+    zeroed when the z shift is negative."""
     n = x.shape[0]
     shifts = torch.randint(-max_shift, max_shift + 1, (n, 3), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(x)
+    out = np.empty(x.shape, dtype=np.float32)
     for i in range(n):
-        dx, dy, dz = (int(s) for s in shifts[i])
-        v = torch.roll(x[i], shifts=(dx, dy, dz), dims=(1, 2, 3))
-        if dz < 0:
-            v[..., dz:] = 0
+        X_volume = x[i, 0].numpy()
         if mirror and bool(flips[i]):
-            v = torch.flip(v, dims=(1,))
-        out[i] = v
-    return out
+            X_volume = np.flip(X_volume, 0)
+        x_shift, y_shift, z_shift = (int(s) for s in shifts[i])
+        X_volume = np.roll(X_volume, x_shift, axis=0)
+        X_volume = np.roll(X_volume, y_shift, axis=1)
+        X_volume = np.roll(X_volume, z_shift, axis=2)
+        if z_shift < 0:
+            X_volume[:, :, z_shift:] = 0
+        out[i, 0] = X_volume
+    return torch.from_numpy(out)
 
 
 @pytest.mark.parametrize("max_shift, mirror", [(2, False), (3, True), (0, True)])
@@ -138,8 +143,11 @@ def test_fast_path_is_cuda_only_unless_asked():
         "first_conv": "cudnn",
     }
     assert fast_path(cpu, {"precision": "bf16"}, {})["bf16"]
-    cuda = fast_path(torch.device("cuda"), {}, {"cudnn_benchmark": False})
+    assert not fast_path(cpu, {"precision": "auto"}, {})["bf16"]
+    cuda = fast_path(torch.device("cuda"), {"precision": "auto"}, {"cudnn_benchmark": False})
     assert cuda["bf16"] and cuda["channels_last"]
+    # fp32 unless asked, as the original trained (issue 13, item 5)
+    assert not fast_path(torch.device("cuda"), {}, {})["bf16"]
     assert not fast_path(torch.device("cuda"), {"precision": "fp32"}, {})["bf16"]
 
 

@@ -36,7 +36,7 @@ def test_the_console_script_is_the_cli():
 def test_help_lists_the_tools(tmp_path):
     res = _agemapper("--help", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    for tool in ("import-original", "import-splits", "import-contrasts"):
+    for tool in ("import-original", "export-original", "import-splits", "import-contrasts"):
         assert tool in cli.TOOLS and tool in res.stdout
     # listing the tools loads none of them (no torch)
     probe = "import sys; from agemapper import cli; cli.parser([]).format_help(); "
@@ -93,3 +93,23 @@ def test_import_contrasts_rebuilds_the_shipped_table(tmp_path):
         cli.main(["import-contrasts", str(tmp_path / "scaling_values_simple.csv"), str(out)]) == 0
     )
     assert out.read_text() == (REPO / "config/contrasts.tsv").read_text()
+
+
+def test_import_and_export_a_release_folder(tmp_path):
+    from test_legacy import original_network
+
+    release = tmp_path / "release" / "saved_models"
+    release.mkdir(parents=True)
+    torch.save(original_network().state_dict(), release / "swi_male_2.pth.tar")
+    res = _agemapper("import-original", "release", "networks", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "networks: 1 networks imported, 0 unchanged" in res.stdout
+    weights = tmp_path / "networks/swi/male/replicate-2/model.safetensors"
+    assert load_model(weights)[1]["input"]["contrast"] == "swi"
+    res = _agemapper("import-original", "release", "networks", "--sex", "male", cwd=tmp_path)
+    assert res.returncode == 1 and "a folder's files name their own" in res.stderr
+    res = _agemapper("export-original", "networks", "exported", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "1 networks exported (1 loadable by the original code" in res.stdout
+    assert (tmp_path / "exported/swi_male_2.pth.tar").exists()
+    assert (tmp_path / "exported/swi_male_2.json").exists()

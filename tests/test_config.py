@@ -53,7 +53,9 @@ def test_every_object_rejects_unknown_keys():
             assert node.get("additionalProperties") is False, ".".join(path)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "ukb.yaml", "site.yaml", "apply.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "ukb.yaml", "site.yaml", "apply.yaml", "pretrained.yaml"]
+)
 def test_shipped_configs_are_yaml_mappings(name):
     assert isinstance(yaml.safe_load((REPO / "config" / name).read_text()), dict)
 

@@ -2,7 +2,7 @@
 with the same bytes as before.
 
 - caches, manifests and sidecars of full-size volumes have the hashes the code before this
-  change (commit bc3fee1, one job per contrast, numpy arithmetic) wrote for the same inputs;
+  change (commit c10a8b9, one job per contrast, numpy arithmetic) wrote for the same inputs;
 - per volume, the fast path gives the bytes and statistics of the old numpy code (kept here
   verbatim as the reference), on every layout, storage type and grid;
 - a job of several contrasts writes exactly what one job per contrast writes;
@@ -51,20 +51,27 @@ RS = [C[f"rsfmri_{k}"] for k in (0, 1, 3)]
 # What the code before this change wrote for the cohort of _build (full size): sha256 (first 16
 # hex digits) of the cache, the manifest and the sidecar without its agemapper_version.
 GOLDEN = {
-    "T1_nonlinear train": ("df3858e476cc3ec6", "3825dd1ec025a79d", "ff6ae4dbd5eb1ace"),
-    "T1_nonlinear validation": ("9fd782ec76b4520d", "0f515476a15a8c2c", "7f7b9af2bd423f95"),
-    "swi train": ("86295b17658a8eae", "31f10b337a4eb8af", "85bad9990e08de94"),
-    "swi validation": ("5dad59a28d531b7a", "3871b6ba00a4897e", "d355bc58f9a44bec"),
-    "tbss_FA_s train": ("9294b097cda37e1b", "c6c312cba7a3614a", "4434b6e0b957d87d"),
-    "tbss_FA_s validation": ("f0042ba9c604fd17", "ed2926c20f8f1a9c", "59ef8d1030779e96"),
-    "vbm train": ("d028e6aa2dc5864c", "e94cb44b741bb787", "15f3990507e7b92b"),
-    "vbm validation": ("79d375cd6237c5c7", "9a0319d51ce45c21", "3ad636d1aa361e64"),
-    "rsfmri_0 train": ("db177fe130ba4b6b", "f19916a4e8002b73", "78c41f9b52a915d7"),
-    "rsfmri_0 validation": ("55a5c933ee803975", "73d61aa3c55b7ca6", "d645e78884bea6d8"),
-    "rsfmri_1 train": ("e4f31c4c6ec29c63", "0e1906ae0df55ef2", "b9fca8a3877dcc9d"),
-    "rsfmri_1 validation": ("806b4d238b526b0a", "8e3b41b439d79393", "45812bde1d722cce"),
-    "rsfmri_3 train": ("b158e4147849c432", "06c8a6a627226d21", "5b41aa1a363c91e8"),
-    "rsfmri_3 validation": ("f9ef0a66df3c9594", "07768993769e9bee", "91d305889aa15f19"),
+    "T1_nonlinear train": ("df3858e476cc3ec6", "3825dd1ec025a79d", "33f887ca79305a5a"),
+    "T1_nonlinear validation": ("9fd782ec76b4520d", "0f515476a15a8c2c", "b4b8071d8eb5edc3"),
+    "rsfmri_0 train": ("db177fe130ba4b6b", "f19916a4e8002b73", "b60b47c6b245a8a5"),
+    "rsfmri_0 validation": ("55a5c933ee803975", "73d61aa3c55b7ca6", "b488ee7df59ff61d"),
+    "rsfmri_1 train": ("e4f31c4c6ec29c63", "0e1906ae0df55ef2", "0ffbc93cd5cb3fa1"),
+    "rsfmri_1 validation": ("806b4d238b526b0a", "8e3b41b439d79393", "9d6643ba30bf57cc"),
+    "rsfmri_3 train": ("b158e4147849c432", "06c8a6a627226d21", "576c4d79526b033e"),
+    "rsfmri_3 validation": ("f9ef0a66df3c9594", "07768993769e9bee", "d699159bb7332d61"),
+    "swi train": ("86295b17658a8eae", "31f10b337a4eb8af", "0baf671c7b1bdd82"),
+    "swi validation": ("5dad59a28d531b7a", "3871b6ba00a4897e", "809f78e850ccb40e"),
+    "tbss_FA_s train": ("9294b097cda37e1b", "c6c312cba7a3614a", "2d84c6a98331509f"),
+    "tbss_FA_s validation": ("f0042ba9c604fd17", "ed2926c20f8f1a9c", "32bc7e915366b0d5"),
+    "vbm train": ("d028e6aa2dc5864c", "e94cb44b741bb787", "f6ed97ac57feed3d"),
+    "vbm validation": ("79d375cd6237c5c7", "9a0319d51ce45c21", "4c3dd658425bdc84"),
+}
+# The same for float32 caches (preprocess.cache_dtype: float32), of two contrasts.
+GOLDEN_FLOAT32 = {
+    "T1_nonlinear train": ("660e747eda77480b", "69e582f406f562c2", "3cf2d3cfcff7f0d6"),
+    "T1_nonlinear validation": ("36572475210e71dd", "dbc6ca1184591a52", "3d098dd0265385b4"),
+    "rsfmri_0 train": ("19b9dbac4e355008", "b312b78523ce5c91", "946c1d6784e61821"),
+    "rsfmri_0 validation": ("e8082eb2027f672c", "f96f83c333ed149e", "a1dec354ae8873a3"),
 }
 
 
@@ -143,7 +150,7 @@ def cohort(tmp_path_factory):
     return root, _build(root)
 
 
-def _run_jobs(root, subjects, jobs, out, shape=FULL):
+def _run_jobs(root, subjects, jobs, out, shape=FULL, dtype="float16"):
     """Train then validation (against the train manifests) for each job's contrasts."""
     for split in ("train", "validation"):
         for members in jobs:
@@ -152,12 +159,12 @@ def _run_jobs(root, subjects, jobs, out, shape=FULL):
             refs = None if split == "train" else [out / f"{c.name}_train.tsv" for c in members]
             preprocess_contrasts(subjects[subjects.split == split], members, root / "data",
                                  shape, f["cache"], f["tsv"], f["json"], qc_tables=f["qc"],
-                                 references=refs)  # fmt: skip
+                                 references=refs, dtype=dtype)  # fmt: skip
 
 
 def test_caches_manifests_and_sidecars_are_those_of_the_code_before(cohort):
     """Grouped by source file (the 3 components in one job), every output has the hash the
-    per-contrast code of commit bc3fee1 wrote for the same inputs."""
+    per-contrast code of commit c10a8b9 wrote for the same inputs."""
     root, subjects = cohort
     out = root / "grouped"
     _run_jobs(root, subjects, by_source(C.values()).values(), out)
@@ -167,6 +174,19 @@ def test_caches_manifests_and_sidecars_are_those_of_the_code_before(cohort):
         for split in ("train", "validation")
     }
     assert got == GOLDEN
+
+
+def test_float32_caches_are_those_of_the_code_before(cohort):
+    root, subjects = cohort
+    out = root / "grouped32"
+    _run_jobs(root, subjects, [[C["T1_nonlinear"]], RS], out, dtype="float32")
+    got = {
+        f"{name} {split}": _digests([out / f"{name}_{split}.{e}" for e in ("cache", "tsv", "json")])
+        for name in ("T1_nonlinear", "rsfmri_0")
+        for split in ("train", "validation")
+    }
+    assert got == GOLDEN_FLOAT32
+    assert VolumeCache(out / "rsfmri_0_train.cache").dtype == np.float32
 
 
 def test_a_job_of_several_contrasts_writes_what_one_job_each_writes(cohort):

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,6 +71,8 @@ def test_correct_deltas_table_and_metrics():
     test = metrics[metrics.split == "test"].iloc[0]
     assert test.r_delta_age < -0.3 and abs(test.r_delta_corrected_age) < 0.15
     assert test.mae_replicate_min == pytest.approx(test.mae_replicate_max, abs=0.2)
+    singles = [test[c] for c in metrics.columns if re.fullmatch(r"mae_replicate_\d+", c)]
+    assert len(singles) >= 2 and min(singles) == test.mae_replicate_min
     # the spread of the replicates, per subject: SD of (pred + 1, pred - 1) = sqrt(2)
     assert deltas.columns[-1] == "predicted_sd"
     assert np.allclose(deltas.predicted_sd, np.sqrt(2))
@@ -119,3 +123,25 @@ def test_pearson_is_scipys_r_and_nan_where_undefined():
         warnings.simplefilter("error")  # an undefined r is NaN, not a warning
         assert np.isnan(pearson(x, np.full(50, 0.1)))
         assert np.isnan(pearson([1.0, 2.0], [3.0, 5.0]))
+
+
+def test_a_fit_on_few_calibration_subjects_is_a_warning(caplog):
+    age, pred, _ = _cohort(40, 0)
+    table = pd.DataFrame(
+        {
+            "contrast": "swi",
+            "sex": "female",
+            "subject": [str(i) for i in range(40)],
+            "split": "validation",
+            "half": "",
+            "age": age,
+            "predicted": pred,
+        }
+    )
+    correct_deltas(table, warn_under=100)
+    assert "swi female: bias correction fitted on 40 validation subjects, fewer than 100" in (
+        caplog.text
+    )
+    caplog.clear()
+    correct_deltas(table)  # a study run's validation split: no such warning
+    assert "fewer than" not in caplog.text

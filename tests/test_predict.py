@@ -46,6 +46,21 @@ def test_contract_mismatch_is_refused():
         check_contract(meta, {**info, "shape": [160, 192, 160]}, "w")
 
 
+def test_a_network_trained_on_another_grid_or_affine_is_refused():
+    from agemapper.images.grids import GRIDS
+
+    grid = GRIDS["1mm"]
+    source_grid = {"name": "1mm", "shape": list(grid.shape), "crop": [list(c) for c in grid.crop]}
+    meta = {"input": {"contrast": "swi", "resolution": "1mm", "source_grid": source_grid,
+                      "affine": [list(r) for r in grid.affine], "shape": [40, 48, 40]}}  # fmt: skip
+    info = {"contrast": {"contrast": "swi", "resolution": "1mm"}, "shape": [40, 48, 40],
+            "source_grid": {"name": "1mm", "shape": grid.shape, "crop": grid.crop}}  # fmt: skip
+    check_contract(meta, info, "w")  # tuples in the sidecar, lists in the metadata: the same
+    meta["input"]["affine"][0][3] = 91.0  # trained on images with another origin
+    with pytest.raises(ConfigError, match="affine: model"):
+        check_contract(meta, info, "w")
+
+
 def test_non_finite_predictions_stop_naming_the_network(tmp_path, monkeypatch):
     import numpy as np
 

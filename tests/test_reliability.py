@@ -431,8 +431,9 @@ def test_a_split_off_the_training_intensities_stops(tmp_path, t1_contrast):
     train = make_subjects(8)
     write_subject_files(tmp_path / "data", swi, train, "1mm")
     out = tmp_path / "train"
-    preprocess_split(train, swi, tmp_path / "data", (32, 40, 32), out / "c.cache",
-                     out / "c.tsv", out / "c.json")  # fmt: skip
+    preprocess_split(
+        train, swi, tmp_path / "data", (32, 40, 32), out / "c.cache", out / "c.tsv", out / "c.json"
+    )
     test = make_subjects(6, split="test", start=3000000)
     for i, s in enumerate(test.subject):  # another pipeline: twice the intensities
         vol = brain_volume("1mm", 2 * (100.0 + i), seed=i)
@@ -444,6 +445,113 @@ def test_a_split_off_the_training_intensities_stops(tmp_path, t1_contrast):
         preprocess_split(test, swi, tmp_path / "data", (32, 40, 32), tmp_path / "t/c.cache",
                          tmp_path / "t/c.tsv", tmp_path / "t/c.json", qc="skip",
                          reference=out / "c.tsv")  # fmt: skip
+
+
+def _network_trained_on(tmp_path, contrast, n=8):
+    """A network file whose metadata holds what training stores about its inputs (the
+    training split's intensity summary, via the train rule's contract), and that split."""
+    from agemapper.networks.pretrained import training_contract
+    from agemapper.networks.serialization import save_tensors
+
+    train = make_subjects(n)
+    write_subject_files(tmp_path / "data", contrast, train, "1mm")
+    out = tmp_path / "train"
+    preprocess_split(
+        train,
+        contrast,
+        tmp_path / "data",
+        (32, 40, 32),
+        out / "c.cache",
+        out / "c.tsv",
+        out / "c.json",
+    )
+    info = json.loads((out / "c.json").read_text())
+    meta = {
+        "format": "agemapper-model/1",
+        "input": {**training_contract(info), "shape": [32, 40, 32]},
+    }
+    weights = tmp_path / "networks/swi/female/replicate-1/model.safetensors"
+    save_tensors(weights, {"w": torch.zeros(1)}, meta)
+    return weights
+
+
+def _new_cohort(tmp_path, contrast, factors, start=3000000):
+    """A new cohort in the networks' pipeline: subject i's intensities x factors[i]."""
+    cohort = make_subjects(len(factors), split="test", start=start)
+    for i, (s, f) in enumerate(zip(cohort.subject, factors, strict=True)):
+        vol = brain_volume("1mm", f * (100.0 + i), seed=i)
+        write_volume(contrast.path_for(tmp_path / "data", s), vol, GRIDS["1mm"], np.float32)
+    return cohort
+
+
+def test_a_cohort_off_the_networks_training_inputs_stops(tmp_path):
+    """Apply mode: the statistics stored with the networks are the reference; a cohort at
+    twice the intensity scale (another pipeline) stops, naming the contrast and statistic."""
+    from agemapper.images.contrasts import Contrast
+    from agemapper.networks.pretrained import input_reference
+
+    swi = Contrast("swi", "structural", "1mm", "SWI/SWI_to_MNI.nii.gz", None, "none", 100.0)
+    reference = input_reference([_network_trained_on(tmp_path, swi)])
+    assert set(reference) == {"nonzero", "median_abs", "p99_abs"} and reference["p99_abs"]["n"] == 8
+    cohort = _new_cohort(tmp_path, swi, [2.0] * 6)
+    for qc in ("strict", "skip"):
+        with pytest.raises(InputDataError) as info:
+            preprocess_split(
+                cohort,
+                swi,
+                tmp_path / "data",
+                (32, 40, 32),
+                tmp_path / "a/c.cache",
+                tmp_path / "a/c.tsv",
+                tmp_path / "a/c.json",
+                qc=qc,
+                reference=reference,
+            )
+        text = str(info.value)
+        assert "contrast swi" in text and "swi female test" in text
+        assert "median |intensity| after scaling: the median over its 6 subjects is 1.98x" in text
+
+
+def test_a_subject_off_the_networks_training_inputs_is_named_or_left_out(tmp_path):
+    from agemapper.images.contrasts import Contrast
+    from agemapper.networks.pretrained import input_reference
+
+    swi = Contrast("swi", "structural", "1mm", "SWI/SWI_to_MNI.nii.gz", None, "none", 100.0)
+    reference = input_reference([_network_trained_on(tmp_path, swi)])
+    cohort = _new_cohort(tmp_path, swi, [1, 1, 2, 1, 1, 1])
+    bad = cohort.subject[2]
+    args = (cohort, swi, tmp_path / "data", (32, 40, 32))
+    with pytest.raises(InputDataError) as info:
+        preprocess_split(
+            *args,
+            tmp_path / "s/c.cache",
+            tmp_path / "s/c.tsv",
+            tmp_path / "s/c.json",
+            reference=reference,
+        )
+    text = str(info.value)
+    assert f"subject {bad}, contrast swi" in text and "median |intensity| after scaling" in text
+    table = preprocess_split(
+        *args,
+        tmp_path / "k/c.cache",
+        tmp_path / "k/c.tsv",
+        tmp_path / "k/c.json",
+        qc="skip",
+        qc_table=tmp_path / "k/qc.tsv",
+        reference=reference,
+    )
+    assert bad not in set(table.subject) and len(table) == 5
+    qc = pd.read_csv(tmp_path / "k/qc.tsv", sep="\t", dtype=str)
+    assert qc.subject.tolist() == [bad] and "1.97x the training split's" in qc.problem[0]
+
+
+def test_networks_without_statistics_leave_the_cohort_its_own_reference(tmp_path):
+    from agemapper.networks.pretrained import input_reference
+    from agemapper.networks.serialization import save_tensors
+
+    weights = tmp_path / "model.safetensors"  # what an import of the original release holds
+    save_tensors(weights, {"w": torch.zeros(1)}, {"format": "agemapper-model/1", "input": {}})
+    assert input_reference([weights, weights]) is None
 
 
 def test_values_beyond_the_float16_cache_are_refused(tmp_path):

@@ -183,6 +183,27 @@ def test_training_curves_integer_epochs_robust_range_and_restart_marks(tmp_path)
     assert info["marked"] == {}
 
 
+def test_training_curves_draw_abandoned_attempts_of_a_restarted_replicate(tmp_path):
+    steady = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_mae": [6, 4, 3], "val_mae": [6, 5, 4.5], "best": [True] * 3}
+    )
+    restarted = pd.DataFrame(  # stuck twice (flat), restarted, then learning
+        {
+            "epoch": [1, 2, 1, 2, 1, 2, 3],
+            "train_mae": [6, 6, 6, 6, 5, 4, 3],
+            "val_mae": [6.1, 6.1, 6.2, 6.2, 5, 4, 3.5],
+            "best": [True] * 7,
+            "attempt": [1, 1, 2, 2, 3, 3, 3],
+            "restarted": ["", "flat", "", "flat", "", "", ""],
+        }
+    )
+    histories = {"replicate 1": steady, "replicate 2": restarted}
+    info = plots.training_curves(histories, tmp_path / "t.png", "T1_nonlinear, female")
+    assert (tmp_path / "t.png").read_bytes()[:4] == PNG
+    assert info["restarts"] == {"replicate 2": 2}
+    assert info["marked"] == {"replicate 2": {"restarted": [2, 2]}}
+
+
 def test_uncertainty_calibration_detects_spread_that_tracks_error(tmp_path):
     rng = np.random.default_rng(2)
     n = 400

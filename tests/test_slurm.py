@@ -278,7 +278,9 @@ def test_training_stopped_at_its_time_limit_resumes_with_more_time(cluster, demo
     epochs = _epochs_lasting(
         120, cfg["model"], cfg["training"], cfg["preprocess"]["grid"], n["train"], n["validation"]
     )
-    cfg["training"].update(epochs=epochs, early_stopping_patience=epochs)
+    # no stuck-replicate restarts: they would add attempts to metrics.tsv and time to the job
+    no_restarts = {"max_restarts": 0}
+    cfg["training"].update(epochs=epochs, early_stopping_patience=epochs, restart_stuck=no_restarts)
     config = tmp_path / "longer.yaml"
     config.write_text(yaml.safe_dump(cfg))
     profile = _site_profile(tmp_path, cluster, retries=1)

@@ -84,6 +84,7 @@ def test_generated_cohort_is_readable_in_the_ukb_layout(tmp_path, table):
         "summary",
     ]
     outputs = {k: tmp_path / f"{k}.{'json' if k == 'summary' else 'tsv'}" for k in names}
+    outputs["nidps"] = tmp_path / "ukb_main.csv"  # the main dataset, as UK Biobank ships it
     counts = {"train": 2, "validation": 1, "testA": 1, "testB": 0}
     cohort.generate(splits, chosen, tmp_path / "subjects", outputs, counts, seed=3)
     subjects = pd.read_csv(outputs["subjects"], sep="\t", dtype={"subject": str})
@@ -95,9 +96,11 @@ def test_generated_cohort_is_readable_in_the_ukb_layout(tmp_path, table):
             )
             out, stats = preprocess_volume(vol, c, (40, 48, 40))
             assert np.isfinite(out).all() and stats["nonzero"] > 0.05
-    nidps = pd.read_csv(outputs["nidps"], sep="\t")
-    assert nidps.columns[0] == "eid" and "20116-2.0" in nidps.columns and "4080-2.1" in nidps
-    assert nidps.isna().any().any() and (nidps["20116-2.0"] == -3).sum() >= 0
+    header = outputs["nidps"].read_text().split("\n", 1)[0]
+    assert header.startswith('"eid","31-0.0","34-0.0",')  # quoted, sorted by field
+    nidps = pd.read_csv(outputs["nidps"])
+    assert {"20116-0.0", "20116-2.0", "4080-2.1", "6138-2.5", "6150-0.3"} <= set(nidps.columns)
+    assert len(nidps) == 8 and nidps.isna().any().any()
     truth = pd.read_csv(outputs["latent_deltas"], sep="\t", dtype={"subject": str})
     assert len(truth) == 8 * 3
     lat = pd.read_csv(outputs["latent_variables"], sep="\t", dtype={"subject": str}).iloc[0]
@@ -123,3 +126,41 @@ def test_planted_drivers_show_in_the_phenotypes():
     assert r[0, 1] > 0.4
     assert abs(np.corrcoef(lat["shared"], nidps["30010-2.0"].fillna(4.5))[0, 1]) < 0.05
     assert set(planted[planted.driver == "shared"].field) == {20016, 20116}
+
+
+def test_the_main_dataset_has_the_showcase_layout_codes_and_gaps():
+    from agemapper.stats import ukb
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    subjects = pd.DataFrame(
+        {
+            "subject": [str(1_000_000 + i) for i in range(n)],
+            "sex": rng.choice(["female", "male"], n),
+            "age": rng.uniform(45, 80, n),
+        }
+    )
+    main, _ = cohort.phenotypes(subjects, cohort.latent_variables(subjects, seed=2), seed=2)
+    showcase = ukb.field_table()
+    by_field: dict[int, set] = {}
+    for col in main.columns[1:]:
+        field, rest = col.split("-")
+        by_field.setdefault(int(field), set()).add(tuple(map(int, rest.split("."))))
+    assert set(cohort.nidp_fields()) | set(cohort.OTHER_FIELDS) == set(by_field)
+    for field, slots in by_field.items():
+        arrays = int(showcase.array_max[field]) + 1
+        instances = {i for i, _ in slots}
+        assert slots == {(i, a) for i in instances for a in range(arrays)}, field  # all arrays
+        assert instances <= {0, 2}, field
+    assert {i for i, _ in by_field[20116]} == {0, 2}  # both visits ...
+    assert {i for i, _ in by_field[25781]} == {2} and {i for i, _ in by_field[30740]} == {0}
+    codes = main[[f"6138-2.{a}" for a in range(6)]].stack().dropna()
+    assert set(codes.unique()) == {1, 2, 3, 4, 5, 6, -7, -3}  # real codes, negative ones too
+    assert main["6138-2.5"].isna().mean() > 0.95 and main["6150-2.3"].isna().mean() > 0.95
+    assert set(main["20116-2.0"].dropna().unique()) == {0, 1, 2, -3}
+    assert set(main["1160-2.0"].dropna()[main["1160-2.0"] < 0].unique()) == {-1, -3}
+    assert main["20116-2.0"].isna().mean() > 0  # missing values
+    # the demo's field list is the generator's nIDP fields
+    listed = [int(line.split("#")[0]) for line in (REPO / "config/nidp_fields.txt").open()
+              if line.split("#")[0].strip()]  # fmt: skip
+    assert listed == cohort.nidp_fields()

@@ -39,6 +39,7 @@ def _job_counts(stdout: str) -> dict:
 def _tiny_config(tmp_path) -> Path:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["contrasts_table"] = str(REPO / "config/contrasts.tsv")
+    cfg["cohort"]["nidp_fields"] = str(REPO / cfg["cohort"]["nidp_fields"])
     cfg["contrasts"] = ["T1_nonlinear", "tbss_FA_s", "rsfmri_0"]
     cfg["synthetic"].update(
         splits=str(REPO / "datasets/ukb_subjects.tsv"),
@@ -113,9 +114,11 @@ def test_skip_policy_leaves_the_subject_out_and_reports_it(tmp_path):
     res = _run(["-c2", *args], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     qc = pd.read_csv(tmp_path / "results/qc/skipped.tsv", sep="\t", dtype=str)
-    assert qc.subject.tolist() == [bad] and "truncated" in qc.problem[0]
-    assert qc.contrast[0] == "T1_nonlinear" and qc.split[0] == "validation"
-    assert "QC: 1 subject/contrast entries left out" in res.stdout + res.stderr
+    # left out of both caches it is in: validation (training) and validation+test (prediction)
+    assert qc.subject.tolist() == [bad, bad] and qc.problem.str.contains("truncated").all()
+    assert set(qc.contrast) == {"T1_nonlinear"}
+    assert set(qc.split) == {"validation", "validation+test"}
+    assert "QC: 1 subject(s) left out in 2 place(s)" in res.stdout + res.stderr
     deltas = pd.read_csv(tmp_path / "results/deltas/all.csv", dtype={"subject": str})
     assert bad not in set(deltas[deltas.contrast == "T1_nonlinear"].subject)
     assert bad in set(deltas[deltas.contrast == "tbss_FA_s"].subject)

@@ -2,17 +2,20 @@
 
 UK Biobank images are brain-extracted, so most of the AgeMapper box is zero background (about
 60% for T1/T2/SWI, 98% for a TBSS skeleton). A cache stores, per volume, its non-zero mask as
-packed bits (1 bit per voxel) and only the non-zero voxels as float16, in C order. That is exact
-(no quantisation), 4.4 MB instead of 9.8 MB for a 1 mm T1 volume at 160x192x160, and it decodes
-with one bit-unpack and one masked scatter, on the CPU (numpy) or on the GPU (the packed bytes
-are what crosses PCIe).
+packed bits (1 bit per voxel) and only the non-zero voxels, in C order, as float16 (the default:
+4.4 MB instead of 9.8 MB dense for a 1 mm T1 volume at 160x192x160) or float32. The mask is
+lossless; float16 values round each voxel to a relative 2^-11 (0.05%), float32 keeps the
+original's float32 input exactly (``preprocess.cache_dtype``; docs/fidelity.md measures what the
+rounding does to predictions). A cache decodes with one bit-unpack and one masked scatter, on the
+CPU (numpy) or on the GPU (the packed bytes are what crosses PCIe).
 
 File layout (``AGEMAPPERCACHE01``), little-endian:
 
 - bytes 0-15: the magic string; bytes 16-23: uint64 offset of the JSON index;
 - one record per written volume, 64-byte aligned: ``ceil(V / 8)`` mask bytes
-  (``numpy.packbits``, most significant bit first), then ``count`` float16 values;
+  (``numpy.packbits``, most significant bit first), then ``count`` values (float16 or float32);
 - the JSON index: ``{"shape": [x, y, z], "dtype": "float16", "records": [[offset, count] | null]}``
+  (``dtype`` ``float16`` or ``float32``)
   with one entry per cache row (``null`` for a row never written, e.g. a subject QC skipped).
 """
 
@@ -35,20 +38,20 @@ from agemapper.io import atomic_path
 MAGIC = b"AGEMAPPERCACHE01"
 HEADER = len(MAGIC) + 8
 ALIGN = 64
-VALUE_DTYPE = np.dtype("<f2")
+VALUE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 
 
 class Record(NamedTuple):
-    """One volume as a cache stores it: shape, packed non-zero mask, non-zero float16 values."""
+    """One volume as a cache stores it: shape, packed non-zero mask, non-zero values."""
 
     shape: tuple[int, ...]
     mask: np.ndarray  # uint8, ceil(V / 8) bytes, numpy.packbits order
-    values: np.ndarray  # float16, the non-zero voxels in C order
+    values: np.ndarray  # float16 or float32, the non-zero voxels in C order
 
 
-def encode(volume: np.ndarray) -> Record:
-    """The cache record of one volume: its float16 voxels (round to nearest even), the mask of
-    the non-zero ones and their values, in C order.
+def encode(volume: np.ndarray, dtype: str = "float16") -> Record:
+    """The cache record of one volume: its voxels in ``dtype`` (float16: round to nearest
+    even), the mask of the non-zero ones and their values, in C order.
 
     The same bytes as casting with numpy and selecting ``v != 0``, at library speed: a float32
     volume is cast by torch (vectorised), and one in NIfTI's Fortran order (what a crop of a
@@ -57,20 +60,24 @@ def encode(volume: np.ndarray) -> Record:
     NaN is non-zero and kept, so QC downstream still sees it; -0.0 is zero.
     """
     v = np.asarray(volume)
+    if dtype == "float32":  # the original's input type: no rounding to speed up
+        flat = np.ascontiguousarray(v, dtype=VALUE_DTYPES[dtype]).reshape(-1)
+        mask = flat != 0  # NaN is non-zero and kept; -0.0 is zero
+        return Record(tuple(v.shape), np.packbits(mask), flat[mask])
     fast = v.dtype == np.float32 and v.flags.writeable and min(v.strides, default=1) > 0
     if fast and v.ndim == 3 and v.flags.f_contiguous and not v.flags.c_contiguous:
         half = _reverse_axes(torch.from_numpy(v.T).half().numpy())  # v.T: C-ordered (z, y, x)
     elif fast and v.flags.c_contiguous:
         half = torch.from_numpy(v).half().numpy()
     else:  # another type or layout: numpy's own cast (float64 -> float16 in one rounding)
-        half = np.ascontiguousarray(v, dtype=VALUE_DTYPE)
+        half = np.ascontiguousarray(v, dtype=VALUE_DTYPES["float16"])
     flat = half.reshape(-1)
     mask = (flat.view(np.uint16) & 0x7FFF) != 0  # every bit but the sign: -0.0 is zero
     values = flat[mask]
     if v.dtype == np.float32 and ((values.view(np.uint16) & 0x7FFF) > 0x7C00).any():
         # NaN: the hardware cast quiets a signalling NaN's payload, numpy keeps it; numpy's
         # bytes it is (NaN never reaches a cache from preprocessing, which refuses it)
-        return encode(np.ascontiguousarray(v, dtype=VALUE_DTYPE))
+        return encode(np.ascontiguousarray(v, dtype=VALUE_DTYPES["float16"]))
     return Record(tuple(half.shape), np.packbits(mask), values)
 
 
@@ -92,10 +99,15 @@ class CacheWriter:
     file is truncated after the last of them, :attr:`done` maps their rows to the ``extra``
     each was written with. :meth:`close` renames the partial into place and removes the
     journal. Without ``partial`` the cache is written under a temporary name next to ``path``.
+    ``dtype`` is the value type, ``float16`` or ``float32``.
     """
 
     def __init__(self, path, rows: int, shape: Sequence[int], partial=None, fingerprint=None,
-                 keep=None):  # fmt: skip
+                 keep=None, dtype: str = "float16"):  # fmt: skip
+        if dtype not in VALUE_DTYPES:
+            raise ValueError(f"cache dtype {dtype!r}; expected one of {sorted(VALUE_DTYPES)}")
+        self.dtype_name = dtype
+        self.dtype = VALUE_DTYPES[dtype]
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
         self.voxels = math.prod(self.shape)
@@ -115,7 +127,8 @@ class CacheWriter:
         self._tmp = Path(partial)
         self._tmp.parent.mkdir(parents=True, exist_ok=True)
         journal = Path(f"{self._tmp}.journal")
-        head = {"fingerprint": fingerprint, "rows": int(rows), "shape": list(self.shape)}
+        head = {"fingerprint": fingerprint, "rows": int(rows), "shape": list(self.shape),
+                "dtype": dtype}  # fmt: skip
         kept = self._resume(journal, head, keep) if self._tmp.exists() else []
         if not kept:
             self._tmp.unlink(missing_ok=True)
@@ -124,13 +137,15 @@ class CacheWriter:
             self._pos = HEADER
         else:
             self._fh = open(self._tmp, "r+b")  # noqa: SIM115
-            self._pos = kept[-1]["offset"] + self.mask_bytes + 2 * kept[-1]["count"]
+            self._pos = (
+                kept[-1]["offset"] + self.mask_bytes + self.dtype.itemsize * kept[-1]["count"]
+            )
             self._fh.truncate(self._pos)
             self._fh.seek(self._pos)
         for rec in kept:
             self.records[rec["row"]] = [rec["offset"], rec["count"]]
             self.done[rec["row"]] = rec.get("extra") or {}
-            self.stored_bytes += self.mask_bytes + 2 * rec["count"]
+            self.stored_bytes += self.mask_bytes + self.dtype.itemsize * rec["count"]
         self._journal = open(journal, "w")  # noqa: SIM115
         self._journal.write(json.dumps(head) + "\n")
         for rec in kept:
@@ -152,7 +167,7 @@ class CacheWriter:
                 rec = json.loads(line)
             except ValueError:  # a line cut by a kill
                 break
-            end = rec["offset"] + self.mask_bytes + 2 * rec["count"]
+            end = rec["offset"] + self.mask_bytes + self.dtype.itemsize * rec["count"]
             if end > size or (keep is not None and not keep(rec["row"], rec.get("extra") or {})):
                 break
             kept.append(rec)
@@ -163,12 +178,14 @@ class CacheWriter:
         shape = np.shape(volume)
         if shape != self.shape:
             raise ValueError(f"volume of shape {shape} for a cache of shape {self.shape}")
-        return self.write_record(row, encode(volume), extra)
+        return self.write_record(row, encode(volume, self.dtype_name), extra)
 
     def write_record(self, row: int, record: Record, extra: dict | None = None) -> int:
         """Store a volume :func:`encode` made (e.g. in a worker thread) as row ``row``."""
         if record.shape != self.shape:
             raise ValueError(f"volume of shape {record.shape} for a cache of shape {self.shape}")
+        if record.values.dtype != self.dtype:
+            raise ValueError(f"{record.values.dtype} values for a {self.dtype_name} cache")
         pad = -self._pos % ALIGN
         self._fh.write(b"\0" * pad)
         self._pos += pad
@@ -187,7 +204,7 @@ class CacheWriter:
         return size
 
     def close(self) -> None:
-        index = {"shape": list(self.shape), "dtype": "float16", "records": self.records}
+        index = {"shape": list(self.shape), "dtype": self.dtype_name, "records": self.records}
         self._fh.write(json.dumps(index).encode())
         self._fh.seek(len(MAGIC))
         self._fh.write(self._pos.to_bytes(8, "little"))
@@ -222,7 +239,8 @@ class CacheWriter:
 
 
 class VolumeCache:
-    """Read access to a cache: ``cache[rows]`` gives dense float16 volumes ``(k, x, y, z)``."""
+    """Read access to a cache: ``cache[rows]`` gives dense volumes ``(k, x, y, z)`` in the
+    cache's value type (``dtype``: float16 or float32)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -232,6 +250,8 @@ class VolumeCache:
                 raise ValueError("not an AgeMapper cache (bad magic)")
             at = int.from_bytes(bytes(self._buf[len(MAGIC) : HEADER]), "little")
             index = json.loads(bytes(self._buf[at:]).decode())
+            if index.get("dtype", "float16") not in VALUE_DTYPES:
+                raise ValueError(f"unknown value type {index.get('dtype')!r}")
         except (OSError, ValueError) as exc:
             raise InputDataError(f"unreadable cache ({exc})", path=self.path) from exc
         self.volume_shape = tuple(index["shape"])
@@ -241,19 +261,19 @@ class VolumeCache:
         self.offsets = np.array([r[0] if r else -1 for r in records], dtype=np.int64)
         self.counts = np.array([r[1] if r else 0 for r in records], dtype=np.int64)
         self.shape = (len(records), *self.volume_shape)
-        self.dtype = VALUE_DTYPE
+        self.dtype = VALUE_DTYPES[index.get("dtype", "float16")]
 
     def __len__(self) -> int:
         return self.shape[0]
 
     @property
     def dense_bytes(self) -> int:
-        """Bytes of one volume decoded to float16."""
-        return self.voxels * VALUE_DTYPE.itemsize
+        """Bytes of one volume decoded (in the cache's value type)."""
+        return self.voxels * self.dtype.itemsize
 
     def stored_bytes(self, rows=None) -> np.ndarray:
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
-        return self.mask_bytes + 2 * self.counts[rows]
+        return self.mask_bytes + self.dtype.itemsize * self.counts[rows]
 
     def _check(self, rows: np.ndarray) -> None:
         missing = rows[self.offsets[rows] < 0]
@@ -261,17 +281,18 @@ class VolumeCache:
             raise InputDataError(f"rows {missing.tolist()} were never written", path=self.path)
 
     def packed(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks ``(k, ceil(V/8))`` uint8, the rows' values concatenated (float16), counts."""
+        """Masks ``(k, ceil(V/8))`` uint8, the rows' values concatenated (``dtype``), counts."""
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
         self._check(rows)
         counts = self.counts[rows]
         masks = np.empty((len(rows), self.mask_bytes), dtype=np.uint8)
-        values = np.empty(int(counts.sum()), dtype=VALUE_DTYPE)
+        values = np.empty(int(counts.sum()), dtype=self.dtype)
+        size = self.dtype.itemsize
         at = 0
         for i, (offset, count) in enumerate(zip(self.offsets[rows], counts, strict=True)):
             masks[i] = self._buf[offset : offset + self.mask_bytes]
             start = offset + self.mask_bytes
-            values[at : at + count] = self._buf[start : start + 2 * count].view(VALUE_DTYPE)
+            values[at : at + count] = self._buf[start : start + size * count].view(self.dtype)
             at += count
         return masks, values, counts
 
@@ -283,10 +304,10 @@ class VolumeCache:
 
 
 def decode_numpy(masks: np.ndarray, values: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Dense float16 volumes from packed masks and concatenated values (CPU)."""
+    """Dense volumes (in ``values.dtype``) from packed masks and concatenated values (CPU)."""
     voxels = math.prod(shape)
     mask = np.unpackbits(masks, axis=1, count=voxels).view(bool)
-    out = np.zeros((len(masks), voxels), dtype=VALUE_DTYPE)
+    out = np.zeros((len(masks), voxels), dtype=values.dtype)
     out[mask] = values
     return out.reshape(len(masks), *shape)
 

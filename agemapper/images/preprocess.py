@@ -12,7 +12,8 @@ subject's file once for all the contrasts that read it: the 25 resting-state map
 volumes of one 4D file, decompressed once per subject instead of 25 times.
 :func:`preprocess_split` is the same for one contrast.
 
-The cache (:mod:`agemapper.cache`: non-zero mask + float16 voxels, exact) comes with a manifest
+The cache (:mod:`agemapper.images.cache`: non-zero mask + float16 voxels, rounded to a relative
+2^-11, or float32 voxels as the original read them: ``dtype``) comes with a manifest
 TSV (one row per subject: row index, age, per-volume statistics) and a JSON sidecar describing
 the input contract (contrast, grids, normalisation, scale factor, training and stored shapes).
 """
@@ -136,12 +137,12 @@ def preprocess_volume(
 
 
 def prepare_volume(
-    volume: np.ndarray, contrast: Contrast, shape: Sequence[int]
+    volume: np.ndarray, contrast: Contrast, shape: Sequence[int], dtype: str = "float16"
 ) -> tuple[np.ndarray, dict, Record]:
-    """:func:`preprocess_volume` and the cache record of its result (:func:`encode`), the
-    per-volume work of a job, done in its worker threads."""
+    """:func:`preprocess_volume` and the cache record of its result (:func:`encode`, values
+    in ``dtype``), the per-volume work of a job, done in its worker threads."""
     out, stats = preprocess_volume(volume, contrast, shape)
-    return out, stats, encode(out)
+    return out, stats, encode(out, dtype)
 
 
 def cache_paths(cache) -> dict[str, Path]:
@@ -182,6 +183,7 @@ def preprocess_split(
     threads: int = 1,
     qc: str = "strict",
     qc_table=None,
+    dtype: str = "float16",
     reference=None,
     checkpoint=None,
 ) -> pd.DataFrame:
@@ -189,7 +191,8 @@ def preprocess_split(
 
     ``subjects`` holds the rows of one sex and split (subject, sex, split, half, age). A bad
     file stops the job under ``qc="strict"``; under ``skip`` the subject is left out (its cache
-    row stays zero and is absent from the manifest) and recorded in ``qc_table``.
+    row stays zero and is absent from the manifest) and recorded in ``qc_table``. ``dtype`` is
+    the cache's value type: ``float16`` (half the bytes) or ``float32`` (the original's input).
 
     Intensities are checked against a reference (:mod:`agemapper.images.intensity`): the
     training split's manifest given as ``reference`` (a path; or its summary, a dict), for
@@ -201,7 +204,7 @@ def preprocess_split(
     return preprocess_contrasts(
         subjects, [contrast], data_directory, shape, [cache], [manifest], [info],
         qc_tables=[qc_table], checkpoints=[checkpoint], references=[reference],
-        threads=threads, qc=qc,
+        threads=threads, qc=qc, dtype=dtype,
     )[contrast.name]  # fmt: skip
 
 
@@ -218,6 +221,7 @@ class _Target:
     reference: object
     stored: tuple
     qclog: QCLog
+    dtype: str
     sources: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     writer: CacheWriter | None = None
@@ -240,6 +244,7 @@ def preprocess_contrasts(
     references: Sequence | None = None,
     threads: int = 1,
     qc: str = "strict",
+    dtype: str = "float16",
 ) -> dict[str, pd.DataFrame]:
     """:func:`preprocess_split` for several contrasts at once, each subject's file decoded once
     for all the contrasts that read it (e.g. the 4D resting-state file for its components).
@@ -265,7 +270,7 @@ def preprocess_contrasts(
         _Target(
             c, Path(cache), Path(manifest), Path(info), qc_table, checkpoint, reference,
             stored_shape(get_grid(c.resolution).crop_shape, shape),
-            QCLog(qc, "preprocess", contrast=c.name, sex=sex, split=split),
+            QCLog(qc, "preprocess", contrast=c.name, sex=sex, split=split), dtype,
             [c.path_for(data_directory, s) for s in ids],
         )
         for c, cache, manifest, info, qc_table, checkpoint, reference in zip(
@@ -360,10 +365,10 @@ def _open_writer(t: _Target, ids: list, shape: tuple, data_directory) -> CacheWr
         return extra.get("source") == _source_stamp(t.sources[row])
 
     writer = CacheWriter(t.cache, len(ids), t.stored, partial=t.checkpoint,
-                         fingerprint=fingerprint, keep=still_valid)  # fmt: skip
+                         fingerprint=fingerprint, keep=still_valid, dtype=t.dtype)  # fmt: skip
     for i, extra in writer.done.items():
         stats = dict(extra["stats"])
-        stats["cache_bytes"] = writer.mask_bytes + 2 * writer.records[i][1]
+        stats["cache_bytes"] = writer.mask_bytes + writer.dtype.itemsize * writer.records[i][1]
         t.stats[i] = stats
     return writer
 
@@ -392,7 +397,7 @@ def _preprocess_subject(targets: list[_Target], i: int, subject: str, data_direc
                 out[t.name] = volume
                 continue
             try:
-                _, stats, record = prepare_volume(volume, t.contrast, t.stored)
+                _, stats, record = prepare_volume(volume, t.contrast, t.stored, t.dtype)
             except ValueError as exc:
                 out[t.name] = InputDataError(str(exc), path=path, subject=subject,
                                              contrast=t.name)  # fmt: skip
@@ -462,6 +467,7 @@ def _write_outputs(t: _Target, table: pd.DataFrame, shape: tuple, n: int) -> Non
             "stored_shape": t.stored,
             "bytes_per_volume": t.writer.stored_bytes / max(len(t.stats), 1),
             "dense_float16_bytes_per_volume": 2 * int(np.prod(t.stored)),
+            "dtype": t.dtype,
             "subjects": len(table),
             "skipped": len(t.qclog),
             "intensity": summarise(table),

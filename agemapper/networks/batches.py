@@ -5,7 +5,9 @@ is streamed: a background thread reads the next batches' packed records (mask bi
 voxels, :mod:`agemapper.cache`) into pinned memory while the device computes; on a GPU the
 packed bytes are copied and decoded there (bit unpack + masked scatter), so the CPU never
 decodes a volume and PCIe carries ~45% of the dense bytes. 2 mm caches stored at 2 mm are
-upsampled on the device. The batch order is the caller's, so results do not depend on it.
+upsampled on the device (``grid=False`` gives the stored grid: the trainer shifts 2 mm volumes
+there, as the original did, before upsampling). The batch order is the caller's, so results do
+not depend on it.
 """
 
 from __future__ import annotations
@@ -59,28 +61,31 @@ class BatchSource:
         return masks, values
 
     def _decoded(self, read) -> torch.Tensor:
-        """float16 volumes ``(k, *stored_shape)`` on the device."""
+        """Volumes ``(k, *stored_shape)`` on the device, in the cache's value type."""
         if isinstance(read, torch.Tensor):
             return read.to(self.device)
         masks, values = (t.to(self.device, non_blocking=True) for t in read)
         return decode_torch(masks, values, self.stored_shape)
 
-    def _finish(self, volumes: torch.Tensor, index: torch.Tensor):
-        x = to_grid(volumes.float().unsqueeze(1), self.shape)
+    def _finish(self, volumes: torch.Tensor, index: torch.Tensor, grid: bool = True):
+        x = volumes.float().unsqueeze(1)
+        if grid:
+            x = to_grid(x, self.shape)
         return x, self.ages[index].to(self.device)
 
     # -- public
 
-    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, index: torch.Tensor, grid: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``index`` on the training grid, or (``grid=False``) on the stored grid."""
         if self.preloaded is not None:
-            return self._finish(self.preloaded[index.to(self.device)], index)
-        return self._finish(self._decoded(self._read(self.rows[index.numpy()])), index)
+            return self._finish(self.preloaded[index.to(self.device)], index, grid)
+        return self._finish(self._decoded(self._read(self.rows[index.numpy()])), index, grid)
 
-    def batches(self, indices: Iterable[torch.Tensor]) -> Iterator[tuple]:
+    def batches(self, indices: Iterable[torch.Tensor], grid: bool = True) -> Iterator[tuple]:
         """``get`` for each index batch in order, reading up to ``prefetch`` batches ahead."""
         if self.preloaded is not None or self.prefetch == 0:
             for index in indices:
-                yield self.get(index)
+                yield self.get(index, grid)
             return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         pending: deque = deque()
@@ -89,35 +94,40 @@ class BatchSource:
             for index in it:
                 pending.append((index, pool.submit(self._read, self.rows[index.numpy()])))
                 if len(pending) > self.prefetch:
-                    yield self._next(pending)
+                    yield self._next(pending, grid)
             while pending:
-                yield self._next(pending)
+                yield self._next(pending, grid)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _next(self, pending: deque):
+    def _next(self, pending: deque, grid: bool):
         index, future = pending.popleft()
-        return self._finish(self._decoded(future.result()), index)
+        return self._finish(self._decoded(future.result()), index, grid)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, mirror: bool):
-    """Random integer shifts in [-max_shift, max_shift] per axis and sample (np.roll-like),
-    then (``mirror``) a left-right flip of half the samples, as one gather on ``x``'s device.
-
-    As in the original, slices that wrap around when the z shift is negative are zeroed. The
-    draws come from ``generator`` (CPU) in a fixed order, so runs repeat on any device.
-    """
-    if max_shift <= 0 and not mirror:
-        return x
-    n = x.shape[0]
+def draw_augmentation(n: int, generator: torch.Generator, max_shift: int):
+    """The random draws of :func:`augment` for ``n`` samples: integer shifts ``(n, 3)`` in
+    [-max_shift, max_shift] and mirror coin flips ``(n,)``, in this order from ``generator``."""
     shifts = torch.randint(-max_shift, max_shift + 1, (n, 3), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5
+    return shifts, flips
+
+
+def apply_augmentation(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None):
+    """The original's per-sample augmentation as one gather on ``x``'s device.
+
+    For each sample of ``x`` ``(n, 1, X, Y, Z)``, in the original's order
+    (``utils/data_utils.py``, ``DynamicDataMapper.__getitem__``): a left-right flip (axis 0)
+    where ``flips`` says so, then ``np.roll`` by ``shifts`` along each axis, then the z slices
+    that wrapped around are zeroed when the z shift is negative.
+    """
+    n = x.shape[0]
     dev = x.device
     s = shifts.to(dev)
     sx, sy, sz = x.shape[2:]
     ix = (torch.arange(sx, device=dev) - s[:, 0:1]) % sx  # rolled by dx: out[i] = in[i - dx]
-    if mirror:
-        ix = torch.where(flips.to(dev)[:, None], ix.flip(1), ix)
+    if flips is not None:
+        ix = torch.where(flips.to(dev)[:, None], sx - 1 - ix, ix)  # ... of the flipped volume
     iy = (torch.arange(sy, device=dev) - s[:, 1:2]) % sy
     iz = (torch.arange(sz, device=dev) - s[:, 2:3]) % sz
     b = torch.arange(n, device=dev)[:, None, None, None]
@@ -125,3 +135,15 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, mirror:
     wrapped = torch.arange(sz, device=dev)[None, :] >= sz + s[:, 2:3].clamp(max=0)  # (n, z)
     out.masked_fill_(wrapped[:, None, None, :], 0)
     return out.unsqueeze(1)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, mirror: bool):
+    """Random integer shifts in [-max_shift, max_shift] voxels of ``x``'s grid per axis and
+    sample, after (``mirror``) a left-right flip of half the samples: the original's
+    augmentation (:func:`apply_augmentation`). The draws come from ``generator`` (CPU) in a
+    fixed order, so runs repeat on any device.
+    """
+    if max_shift <= 0 and not mirror:
+        return x
+    shifts, flips = draw_augmentation(x.shape[0], generator, max_shift)
+    return apply_augmentation(x, shifts, flips if mirror else None)

@@ -23,10 +23,22 @@ def _pooled(shape: Sequence[int], times: int) -> tuple[int, ...]:
     return out
 
 
+def dropout_rates(dropout, layers: int) -> list[float]:
+    """One dropout rate per linear layer: a number applies to all, a list gives each its own
+    (the original's ``dropout_rate_1..3``: before FC 9600->96, 96->32 and 32->1)."""
+    if isinstance(dropout, int | float):
+        return [float(dropout)] * layers
+    rates = [float(d) for d in dropout]
+    if len(rates) != layers:
+        raise ValueError(f"{len(rates)} dropout rates for {layers} linear layers")
+    return rates
+
+
 class AgeMapper(nn.Module):
     """5 x [Conv3d(3, no bias) -> BatchNorm3d -> MaxPool3d(2) -> ReLU] -> FC 96 -> 32 -> 1.
 
     The flattened size follows from the input grid (64 x 5 x 6 x 5 = 9600 at 160x192x160).
+    A dropout layer precedes a linear layer only where its rate is above 0, as in the original.
     """
 
     def __init__(
@@ -34,7 +46,7 @@ class AgeMapper(nn.Module):
         input_shape: Sequence[int],
         channels: Sequence[int] = (32, 64, 64, 64, 64),
         fully_connected: Sequence[int] = (96, 32),
-        dropout: float = 0.0,
+        dropout: float | Sequence[float] = 0.0,
     ):
         super().__init__()
         blocks = []
@@ -59,9 +71,10 @@ class AgeMapper(nn.Module):
         n_flat = c_in * math.prod(spatial)
         layers: list[nn.Module] = [nn.Flatten()]
         width = n_flat
-        for w in (*fully_connected, 1):
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+        rates = dropout_rates(dropout, len(fully_connected) + 1)
+        for w, rate in zip((*fully_connected, 1), rates, strict=True):
+            if rate > 0:
+                layers.append(nn.Dropout(rate))
             layers.append(nn.Linear(width, w))
             if w != 1:
                 layers.append(nn.ReLU(inplace=True))
@@ -76,7 +89,8 @@ class AgeMapper(nn.Module):
         return output
 
     def init_output(self, mean_age: float) -> None:
-        """Start the regression at the training mean age (only the initial bias changes)."""
+        """Start the regression at the training mean age (only the initial bias changes; the
+        original kept PyTorch's default initialisation: ``training.output_bias``)."""
         last = [m for m in self.head if isinstance(m, nn.Linear)][-1]
         with torch.no_grad():
             last.bias.fill_(mean_age)
@@ -146,6 +160,49 @@ class SFCN(nn.Module):
         return None
 
 
+def _canonical(key: str, linear: dict[str, int]) -> str:
+    """``head.<i>.weight`` -> ``head.linear<k>.weight`` (k: the k-th linear layer of the head),
+    so that weights move between networks whose dropout layers sit at other indices."""
+    parts = key.split(".")
+    if parts[0] == "head" and parts[1] in linear:
+        parts[1] = f"linear{linear[parts[1]]}"
+    return ".".join(parts)
+
+
+def load_weights(model: nn.Module, state: dict) -> None:
+    """Load a trained network's weights into ``model`` (e.g. to fine-tune it).
+
+    ``state`` is a state dict of the same architecture, possibly with dropout elsewhere;
+    anything missing, extra or of another shape is an error naming the parameters.
+    """
+    head = getattr(model, "head", None)
+    ours = {}
+    if isinstance(head, nn.Sequential):
+        linear = [n for n, m in head.named_children() if isinstance(m, nn.Linear)]
+        ours = {n: k for k, n in enumerate(linear)}
+    theirs_linear = sorted(
+        {k.split(".")[1] for k in state if k.startswith("head.") and k.endswith(".weight")},
+        key=int,
+    )
+    theirs = {n: k for k, n in enumerate(theirs_linear)}
+    target = {_canonical(k, ours): k for k in model.state_dict()}
+    mapped = {}
+    for key, value in state.items():
+        canonical = _canonical(key, theirs)
+        if canonical not in target:
+            raise ValueError(f"parameter {key!r} does not exist in this network")
+        mapped[target[canonical]] = value
+    missing = sorted(set(target.values()) - set(mapped))
+    if missing:
+        raise ValueError(f"parameters missing from the given weights: {missing[:4]}")
+    shapes = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(shapes[k].shape)}" for k, v in mapped.items()
+             if tuple(v.shape) != tuple(shapes[k].shape)]  # fmt: skip
+    if wrong:
+        raise ValueError(f"parameters of another shape: {wrong[:4]}")
+    model.load_state_dict(mapped)
+
+
 def build_model(spec: dict, input_shape: Sequence[int]) -> nn.Module:
     """Build a network from the ``model:`` config subtree and the training grid."""
     arch = spec.get("architecture", "agemapper")
@@ -154,7 +211,7 @@ def build_model(spec: dict, input_shape: Sequence[int]) -> nn.Module:
             input_shape,
             channels=spec.get("channels", (32, 64, 64, 64, 64)),
             fully_connected=spec.get("fully_connected", (96, 32)),
-            dropout=float(spec.get("dropout", 0.0)),
+            dropout=spec.get("dropout", 0.0),
         )
     if arch == "sfcn":
         return SFCN(

@@ -21,12 +21,22 @@ CONTRACT_KEYS = ("contrast", "resolution", "data_file", "volume", "normalise", "
 
 
 def check_contract(meta: dict, info: dict, weights) -> None:
-    """Refuse a network whose input contract differs from the cache it is asked to read."""
+    """Refuse a network whose input contract differs from the cache it is asked to read:
+    the contrast's file and scaling, the grid, and (stored with networks since they carry
+    them) the source grid and its affine."""
+    from agemapper.images.grids import get_grid
+
     expected = meta.get("input", {})
-    actual = {**info.get("contrast", {}), "shape": list(info.get("shape", []))}
+    contrast = info.get("contrast", {})
+    actual = {
+        **contrast,
+        "shape": list(info.get("shape", [])),
+        "source_grid": info.get("source_grid"),
+    }
+    actual["affine"] = get_grid(contrast["resolution"]).affine if "resolution" in contrast else None
     problems = [
         f"{k}: model {expected.get(k)!r} vs data {actual.get(k)!r}"
-        for k in (*CONTRACT_KEYS, "shape")
+        for k in (*CONTRACT_KEYS, "shape", "source_grid", "affine")
         if k in expected and _norm(expected.get(k)) != _norm(actual.get(k))
     ]
     if problems:
@@ -36,8 +46,10 @@ def check_contract(meta: dict, info: dict, weights) -> None:
 def _norm(v):
     if isinstance(v, float):
         return round(v, 9)
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, (tuple, list)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
     return v
 
 

@@ -2,7 +2,8 @@
 
 Weights and checkpoints are safetensors files: raw tensors plus a JSON string of metadata.
 Nothing is ever unpickled; where a foreign ``.pth`` must be read, :func:`load_torch_weights`
-uses ``torch.load(weights_only=True)``, which refuses arbitrary objects.
+uses :mod:`agemapper.networks.foreign` (``torch.load(weights_only=True)``, which refuses
+arbitrary objects).
 """
 
 from __future__ import annotations
@@ -44,17 +45,28 @@ def load_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, json.loads(meta.get(META_KEY, "{}"))
 
 
-def load_torch_weights(path) -> dict[str, torch.Tensor]:
-    """Read a PyTorch ``.pth``/``.pth.tar`` state dict without executing pickled code."""
+def read_metadata(path) -> dict:
+    """The metadata of a safetensors file written by :func:`save_tensors`, without reading
+    its tensors (the JSON header only: cheap for a planning step)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError("file is missing", path=path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError and friends: refused, never run
-        raise InputDataError(f"refused: not a plain tensor file ({exc})", path=path) from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputDataError("does not hold a state dict of tensors", path=path)
-    return obj
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        return json.loads(meta.get(META_KEY, "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputDataError(f"not a readable safetensors file ({exc})", path=path) from exc
+
+
+def load_torch_weights(path) -> dict[str, torch.Tensor]:
+    """The tensors of a PyTorch ``.pth``/``.pth.tar`` state dict, training checkpoint or
+    whole-model pickle, read without executing pickled code."""
+    from agemapper.networks.foreign import read_foreign
+
+    return read_foreign(path).state
 
 
 MODEL_FORMAT = "agemapper-model/1"

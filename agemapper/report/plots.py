@@ -523,7 +523,10 @@ def training_curves(histories: dict, path, title: str) -> dict:
     Epochs are integers on the axis. The y range is set by the bulk of the values (a spike in
     one epoch does not squash the others); values above it are drawn at the top edge with
     their value. Where a history has a ``restarted`` or ``stuck`` column (truthy from that
-    epoch), the epoch is marked with a vertical line and the replicate named so in the legend.
+    epoch), the epoch is marked and the replicate named so in the legend. A replicate restarted
+    because it was stuck (metrics.tsv columns ``attempt``, ``restarted``) shows its abandoned
+    attempts as dotted validation curves ending in an x (their epochs count from 1 again); the
+    solid and dashed curves are the attempt it kept.
     """
     fig, ax = plt.subplots(figsize=(7.6, 4.2), layout="constrained")
     colours = plt.get_cmap("tab10")
@@ -538,16 +541,19 @@ def training_curves(histories: dict, path, title: str) -> dict:
         upper = min(upper, values.max() * 1.05)
     else:
         upper = 1.0
-    handles, marks = [], {}
+    handles, marks, restarts = [], {}, {}
     for i, (name, h) in enumerate(histories.items()):
         colour = colours(i % 10)
         label = name
+        attempts = h["attempt"] if "attempt" in h.columns else pd.Series(1, index=h.index)
         for column in MARKED_COLUMNS:
             if column in h.columns and _truthy(h[column]).any():
                 marked = h.epoch.to_numpy()[_truthy(h[column])]
                 marks.setdefault(name, {})[column] = [int(e) for e in marked]
                 first = int(marked[0])
                 label = f"{name} ({column} at epoch {', '.join(str(int(e)) for e in marked)})"
+                if attempts.nunique() > 1:  # the abandoned attempts are drawn instead
+                    continue
                 for epoch in marked:
                     ax.axvline(epoch, color=colour, ls=":", lw=1.2)
                 ax.text(
@@ -559,6 +565,17 @@ def training_curves(histories: dict, path, title: str) -> dict:
                     va="top",
                     rotation=90,
                 )
+        abandoned = sorted(set(attempts))[:-1]
+        if abandoned:
+            label = f"{name} (stuck: restarted {len(abandoned)}x)"
+            restarts[name] = len(abandoned)
+        for attempt in abandoned:
+            old = h[attempts == attempt]
+            ax.plot(old.epoch, old.val_mae.clip(upper=upper), color=colour, ls=":", lw=1)
+            ax.scatter(
+                old.epoch.iloc[-1], min(old.val_mae.iloc[-1], upper), color=colour, marker="x"
+            )
+        h = h[attempts == attempts.max()]
         ax.plot(
             h.epoch,
             h.train_mae.clip(upper=upper),
@@ -613,9 +630,20 @@ def training_curves(histories: dict, path, title: str) -> dict:
         plt.Line2D([], [], color="0.3", ls="-", lw=1.6, label="validation"),
         plt.Line2D([], [], color="0.3", ls="--", lw=1, label="training"),
     ]
+    if any("attempt" in h.columns and h.attempt.nunique() > 1 for h in histories.values()):
+        handles.append(
+            plt.Line2D(
+                [], [], color="0.3", ls=":", lw=1, marker="x", label="abandoned (stuck) attempt"
+            )
+        )
     fig.legend(handles=handles, fontsize=7.5, loc="outside right upper", frameon=False)
     _save(fig, path)
-    return {"ylim": float(upper), "xticks": ax.get_xticks().tolist(), "marked": marks}
+    return {
+        "ylim": float(upper),
+        "xticks": ax.get_xticks().tolist(),
+        "marked": marks,
+        "restarts": restarts,
+    }
 
 
 def uncertainty_calibration(table: pd.DataFrame, bins: pd.DataFrame, path) -> None:

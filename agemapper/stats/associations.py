@@ -276,7 +276,8 @@ def associate(
 
     ``deltas``: long table (subject, sex, split, half, age, contrast, delta_corrected, ...), of
     which the rows of ``split`` (and of test ``half`` A or B, if given) are used. ``nidps``:
-    numeric matrix indexed by subject (unique). ``confounds``: table indexed by subject.
+    numeric matrix indexed by subject (unique). ``confounds``: table indexed by subject (a
+    subject with a missing or infinite confound is left out, logged).
     ``groups``: sexes, and/or ``pooled`` (both sexes, with sex as a confound). Tests with fewer
     than ``min_subjects`` subjects, or without variance left after deconfounding, are left out.
     Returns columns contrast, sex, nidp (categorical: cheap to sort and join), n, r, t, df.
@@ -300,10 +301,10 @@ def associate(
         conf_cols = ["age", *confound_columns] + (["sex"] if group == "pooled" else [])
         frame = info.join(confounds, how="left")
         frame["sex"] = (frame["sex"] == "male").astype(float)
-        missing_conf = frame[conf_cols].isna().any(axis=1)
+        missing_conf = (frame[conf_cols].isna() | _infinite(frame[conf_cols])).any(axis=1)
         if missing_conf.any():
             log.warning(
-                "%s: %d subjects lack confounds (%s) and are left out, e.g. %s",
+                "%s: %d subjects lack (finite) confounds (%s) and are left out, e.g. %s",
                 where,
                 int(missing_conf.sum()),
                 ", ".join(conf_cols),
@@ -456,21 +457,36 @@ def find_replication_p_column(table: pd.DataFrame) -> str | None:
     return found[0] if found else None
 
 
-def with_labels(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with field, title and FMRIB category beside the nIDP column."""
+def with_labels(table: pd.DataFrame, descriptions=None) -> pd.DataFrame:
+    """The table with field, title and FMRIB category beside the nIDP column.
+
+    ``descriptions``: column -> FUNPACK's description (``agemapper.stats.nidps.labels``).
+    """
     from agemapper.stats.nidps import labels
 
-    lab = labels(pd.unique(table.nidp)).set_index("nidp")[["field", "title", "category"]]
+    lab = labels(pd.unique(table.nidp), descriptions).set_index("nidp")
+    lab = lab[["field", "title", "category"]]
     out = table.join(lab, on="nidp")
     columns = [c for c in OUTPUT_COLUMNS if c in out.columns]
     return out[columns + [c for c in out.columns if c not in columns]]
 
 
+def _infinite(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where a numeric column holds +inf or -inf (False elsewhere, and in text columns)."""
+    out = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    for col in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+            out[col] = np.isinf(frame[col].to_numpy(dtype=float, na_value=np.nan))
+    return out
+
+
 def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_path, qclog):
     """Test subjects absent from the nIDP table, or without a confound, go through ``qclog``.
 
-    Under the strict policy the first such subject stops the stage (with the count of others);
-    under skip each is recorded, and the statistics leave it out where it has no data.
+    An infinite confound (+inf/-inf; no regression can use it) counts as a missing one, named
+    as infinite. Under the strict policy the first such subject stops the stage (with the count
+    of others); under skip each is recorded, and the statistics leave it out where it has no
+    data.
     """
     from agemapper.errors import InputDataError
 
@@ -478,10 +494,19 @@ def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_pa
     for s in pd.Index(tested).difference(nidps.index):
         problems.append((s, nidps_path, "absent from the nIDP table"))
     present = confounds.reindex(pd.Index(tested))[list(conf_cols)]
-    for s, row in present[present.isna().any(axis=1)].iterrows():
-        what = "absent from the confound table" if row.isna().all() else (
-            f"missing confound(s) {list(row.index[row.isna()])}"
-        )  # fmt: skip
+    infinite = _infinite(present)
+    for s, row in present[present.isna().any(axis=1) | infinite.any(axis=1)].iterrows():
+        if row.isna().all():
+            what = "absent from the confound table"
+        else:
+            parts = []
+            if row.isna().any():
+                parts.append(f"missing confound(s) {list(row.index[row.isna()])}")
+            if infinite.loc[s].any():
+                bad = infinite.columns[infinite.loc[s].to_numpy()]
+                values = ", ".join(f"{c}={row[c]}" for c in bad)
+                parts.append(f"infinite confound(s) {list(bad)} ({values})")
+            what = "; ".join(parts)
         problems.append((s, confounds_path, what))
     if problems and qclog.policy == "strict":
         s, path, what = problems[0]
@@ -493,9 +518,12 @@ def check_coverage(tested, nidps, confounds, conf_cols, nidps_path, confounds_pa
 
 def run_associations(
     deltas_path, nidps_path, confounds_path, cfg: dict, out_all, out_sig, out_dropped,
-    qc: str = "strict", out_qc=None,
+    qc: str = "strict", out_qc=None, descriptions=None,
 ) -> pd.DataFrame:  # fmt: skip
     """The association stage from files to files (see the ``associations:`` config).
+
+    ``descriptions``: FUNPACK's description file of the nIDP table's columns (``-def``), if
+    there is one: the titles use it where the coding tables cannot decode a level.
 
     With ``replication`` (the default), tests run on test half A (discovery) and half B
     (replication), see ``discover_and_replicate``; without it, on the whole test split.
@@ -503,7 +531,7 @@ def run_associations(
     """
     from agemapper.errors import ConfigError, InputDataError
     from agemapper.io import READABLE_DIGITS, write_table
-    from agemapper.stats.nidps import prepare, read_subject_table
+    from agemapper.stats.nidps import prepare, read_descriptions, read_subject_table
 
     alpha = float(cfg.get("alpha", 0.05))
     significance = cfg.get("significance", "fdr")
@@ -515,7 +543,9 @@ def run_associations(
     raw = read_subject_table(nidps_path, "nIDP table")
     n_raw = raw.shape[1]
     raw = raw[raw.index.isin(tested)]
-    matrix, dropped = prepare(raw, min_subjects, cfg.get("categorical_fields", ()))
+    matrix, dropped = prepare(
+        raw, min_subjects, cfg.get("categorical_fields", ()), instances=cfg.get("instances")
+    )
     confounds = read_subject_table(confounds_path, "confound table")
     missing = [c for c in cfg["confounds"] if c not in confounds.columns]
     if missing:
@@ -535,8 +565,8 @@ def run_associations(
     qclog = QCLog(qc, "associations")
     check_coverage(tested, raw, confounds, cfg["confounds"], nidps_path, confounds_path, qclog)
     log.info(
-        "nIDPs: %d columns in the table, %d tested (binarised categories included) on %d "
-        "test subjects; %d dropped (see %s); %d contrasts",
+        "nIDPs: %d columns in the table, %d tested (a column per indicator) on %d test "
+        "subjects; %d dropped (see %s); %d contrasts",
         n_raw,
         matrix.shape[1],
         len(tested),
@@ -567,7 +597,7 @@ def run_associations(
         )
     else:
         table = add_significance(associate(deltas, matrix, confounds, **run), alpha)
-    table = with_labels(table)
+    table = with_labels(table, read_descriptions(descriptions) if descriptions else None)
     if table.empty:
         log.warning(
             "no association was tested: every test had fewer than %d subjects or no variance "

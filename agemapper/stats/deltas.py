@@ -12,12 +12,15 @@ and applied to held-out data (test):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from agemapper.stats.correlation import pearson
+
+log = logging.getLogger(__name__)
 
 METHODS = ("smith2019", "linear")
 TERMS = ("age", "age2", "age3")
@@ -117,12 +120,15 @@ def correct_deltas(
     terms=("age", "age2"),
     fit_split: str = "validation",
     stored: dict | None = None,
+    warn_under: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Deltas for every contrast and sex, corrected with a fit on ``fit_split``.
 
     ``predictions`` has columns contrast, sex, subject, split, half, age, predicted and
     replicate_* columns. With ``stored`` corrections (from :func:`read_corrections`) nothing is
-    fitted: a new cohort is corrected exactly as the original run's test split was. Returns
+    fitted: a new cohort is corrected exactly as the original run's test split was. A fit on
+    fewer than ``warn_under`` subjects is logged as a warning (apply mode's calibration
+    subjects). Returns
     (deltas, metrics, corrections): one row per subject and contrast (with two or more
     replicates, ``predicted_sd`` is the standard deviation of the replicates' predictions);
     one row per contrast, sex and split with MAE and correlations before and after correction
@@ -139,6 +145,16 @@ def correct_deltas(
                 raise ConfigError(f"no stored bias correction for {contrast}/{sex}")
             corr = stored[(contrast, sex)]
         else:
+            if warn_under and len(fit) < warn_under:
+                log.warning(
+                    "%s %s: bias correction fitted on %d %s subjects, fewer than %d: it is "
+                    "uncertain",
+                    contrast,
+                    sex,
+                    len(fit),
+                    fit_split,
+                    warn_under,
+                )
             corr = fit_bias_correction(fit.age, fit.predicted, method, terms)
         used[(contrast, sex)] = corr
         out = group[["subject", "sex", "split", "half", "age", "predicted"]].copy()
@@ -167,6 +183,8 @@ def correct_deltas(
                     "mae_replicate_mean": float(rep_mae.mean()) if len(rep_mae) else np.nan,
                     "mae_replicate_min": float(rep_mae.min()) if len(rep_mae) else np.nan,
                     "mae_replicate_max": float(rep_mae.max()) if len(rep_mae) else np.nan,
+                    # each replicate network's own MAE (mae_replicate_1, _2, ...)
+                    **{f"mae_{c}": float(v) for c, v in rep_mae.items()},
                     # predicting the fitting split's mean age for everyone
                     "mae_mean_age_baseline": float(
                         (part.age - (fit.age if len(fit) else part.age).mean()).abs().mean()

@@ -140,11 +140,13 @@ def fit_all(
     folds=5,
     fit_split="validation",
     seed=0,
+    warn_under: int | None = None,
 ) -> list[Ensemble]:
     """Fit every method per sex on ``fit_split`` (subjects with all contrasts).
 
     ``seed`` is the run's base seed (``training.seed``); each sex's cross-validation folds
-    are drawn with a seed derived from it.
+    are drawn with a seed derived from it. A fit on fewer than ``warn_under`` subjects is
+    logged as a warning (apply mode's calibration subjects).
     """
     out = []
     contrasts = sorted(c for c in predictions.contrast.unique() if not c.startswith(PREFIX))
@@ -154,6 +156,14 @@ def fit_all(
         fitting = part[part.split == fit_split]
         wide = _wide(fitting, contrasts)
         ages = fitting.drop_duplicates("subject").set_index("subject").age.loc[wide.index]
+        if warn_under and len(ages) < warn_under:
+            log.warning(
+                "%s: ensembles fitted on %d %s subjects, fewer than %d: uncertain",
+                sex,
+                len(ages),
+                fit_split,
+                warn_under,
+            )
         for method in methods:
             out.append(
                 fit(

@@ -13,9 +13,12 @@ ids, ages and test halves look exactly like the study's. Each subject gets
   contrast-specific ageing: grey-matter loss and ventricle/sulcal CSF growth (T1, VBM),
   periventricular white-matter hyperintensities (T2 FLAIR), iron in deep grey matter (SWI),
   white-matter FA decline (TBSS), weaker resting-state networks (25-component 4D rsfMRI);
-- nIDPs in FUNPACK's ``field-instance.array`` columns (real UK Biobank field ids), some driven
-  by latent deltas (planted), some by confounds only, some pure noise, with missing values,
-  "prefer not to answer" codes and categorical fields.
+- nIDPs as a UK Biobank user downloads them: the main dataset, a CSV in the showcase layout
+  (``eid`` + ``field-instance.array`` for every array of each field, instances 0 and 2 where the
+  showcase has them, real codes with negative "do not know" / "prefer not to answer" / "none of
+  the above" codes, missing values, and a few columns that are not nIDPs), which the workflow
+  turns into the nIDP table with FUNPACK. Some are driven by latent deltas (planted), some by
+  confounds only, some are pure noise; categorical single and multiple-choice fields.
 
 The ground truth (latent deltas, planted associations) is written next to the data.
 """
@@ -90,15 +93,19 @@ def family_of(contrast: str) -> str:
 
 
 # --------------------------------------------------------------------------- nIDP specification
+# The main dataset a UK Biobank user downloads: real field ids, the showcase's arrays, instances
+# 0 (baseline) and 2 (imaging visit) where the showcase has them, real codes with negative ones
+# ("do not know" -1, "prefer not to answer" -3, "none of the above" -7) and missing values.
 # column, value type, driver -> loading (standardised), parameters; "shared" and "family:x"
-# drive planted associations, "conf:*" only confounds, no driver = null.
+# drive planted associations, "conf:*" only confounds, no driver = null. A field's instance-0
+# values have the same drivers as its imaging-visit values, with fresh noise.
 # fmt: off
 NIDPS = [
     # planted: driven by part of the latent deltas
     dict(field=4080, arrays=2, kind="integer", drivers={"family:flair": 0.6}, mean=138, sd=18,
          missing=0.06),  # systolic blood pressure
-    dict(field=25781, kind="continuous", drivers={"family:flair": 0.7}, mean=8.0, sd=0.8,
-         log=True, missing=0.05),  # white matter hyperintensity volume
+    dict(field=25781, instances=(2,), kind="continuous", drivers={"family:flair": 0.7}, mean=8.0,
+         sd=0.8, log=True, missing=0.05),  # white matter hyperintensity volume
     dict(field=20016, kind="integer", drivers={"shared": -0.5}, mean=6.5, sd=2.0, lo=0, hi=13,
          missing=0.25),  # fluid intelligence score
     dict(field=20116, kind="categorical", drivers={"shared": 0.55}, levels=(0, 1, 2),
@@ -111,34 +118,51 @@ NIDPS = [
          missing=0.03),  # BMI (also raises head motion)
     dict(field=23099, kind="continuous", drivers={"family:rsfmri": 0.6}, mean=30.0, sd=7.0,
          missing=0.08),  # body fat percentage
+    dict(field=6150, arrays=4, kind="multiple", drivers={"family:flair": 1.2},
+         levels=(1, 2, 3, 4), prevalence=(0.05, 0.06, 0.04, 0.3), refuse=0.02,
+         missing=0.02),  # vascular/heart problems (4 = high blood pressure); -7 = none
     # confound-driven only (spurious unless deconfounded)
     dict(field=50, kind="continuous", drivers={"conf:sex": 0.75, "conf:head_size": -0.5},
          mean=170, sd=9.0, missing=0.02),  # standing height
-    dict(field=25741, kind="continuous", drivers={"conf:motion": 0.9}, mean=0.12, sd=0.05,
-         missing=0.05),  # rfMRI head motion (as an nIDP)
+    dict(field=25741, instances=(2,), kind="continuous", drivers={"conf:motion": 0.9}, mean=0.12,
+         sd=0.05, missing=0.05),  # rfMRI head motion (as an nIDP)
     # nulls
     dict(field=4079, arrays=2, kind="integer", drivers={}, mean=82, sd=10, missing=0.06),
     dict(field=20023, kind="integer", drivers={}, mean=560, sd=110, missing=0.05),
     dict(field=30010, kind="continuous", drivers={}, mean=4.5, sd=0.4, missing=0.10),
-    dict(field=30740, kind="continuous", drivers={}, mean=5.1, sd=1.0, missing=0.12),
-    dict(field=30780, kind="continuous", drivers={}, mean=3.5, sd=0.9, missing=0.10),
-    dict(field=30870, kind="continuous", drivers={}, mean=1.7, sd=0.9, missing=0.10),
+    # blood biochemistry: baseline only (the showcase has no imaging-visit values)
+    dict(field=30740, instances=(0,), kind="continuous", drivers={}, mean=5.1, sd=1.0,
+         missing=0.12),
+    dict(field=30780, instances=(0,), kind="continuous", drivers={}, mean=3.5, sd=0.9,
+         missing=0.10),
+    dict(field=30870, instances=(0,), kind="continuous", drivers={}, mean=1.7, sd=0.9,
+         missing=0.10),
     dict(field=48, kind="continuous", drivers={}, mean=88, sd=13, missing=0.02),
-    dict(field=1160, kind="integer", drivers={}, mean=7.0, sd=1.1, lo=3, hi=12, missing=0.03),
+    dict(field=1160, kind="integer", drivers={}, mean=7.0, sd=1.1, lo=3, hi=12, missing=0.03,
+         dont_know=0.01),  # sleep duration (-1 do not know, -3 prefer not to answer)
     dict(field=1180, kind="categorical", drivers={}, levels=(1, 2, 3, 4), cuts=(-0.8, 0, 0.8),
          refuse=0.05, missing=0.02),  # chronotype
     dict(field=2443, kind="categorical", drivers={}, levels=(0, 1), cuts=(1.3,), refuse=0.01,
          missing=0.02),  # diabetes diagnosed by doctor
     dict(field=1239, kind="categorical", drivers={}, levels=(0, 1, 2), cuts=(1.0, 1.6),
          refuse=0.01, missing=0.02),  # current tobacco smoking
-    dict(field=6138, kind="categorical", drivers={}, levels=(1, 2, 3, 4, 5, 6),
-         cuts=(-0.4, 0.0, 0.4, 0.8, 1.2), refuse=0.02, missing=0.03),  # qualifications
+    dict(field=6138, arrays=6, kind="multiple", drivers={}, levels=(1, 2, 3, 4, 5, 6),
+         prevalence=(0.35, 0.45, 0.55, 0.15, 0.2, 0.3), refuse=0.02,
+         missing=0.03),  # qualifications; -7 = none of the above
     dict(field=20019, kind="continuous", drivers={}, mean=-5.0, sd=3.0, missing=0.2),
     dict(field=23104, kind="continuous", drivers={}, mean=27.0, sd=4.0, missing=0.08),
     dict(field=4194, kind="integer", drivers={}, mean=66, sd=10, missing=0.3),
     dict(field=20015, kind="continuous", drivers={}, mean=90, sd=4, missing=0.02),
 ]
 # fmt: on
+VISITS = (0, 2)  # instances written (where a field's spec does not say otherwise)
+# columns of the main dataset that are not nIDPs (left out by the demo's field list)
+OTHER_FIELDS = {31: "sex", 34: "year of birth", 54: "assessment centre", 21003: "age at visit"}
+
+
+def nidp_fields() -> list[int]:
+    """The fields of the synthetic nIDPs (the demo's field list, config/nidp_fields.txt)."""
+    return [spec["field"] for spec in NIDPS]
 
 
 @dataclass(frozen=True)
@@ -317,6 +341,20 @@ def render(contrast: Contrast, a, t, subj: dict, rng) -> np.ndarray:
 
 
 def _nidp_values(spec: dict, drive: np.ndarray, rng, n: int) -> np.ndarray:
+    """One instance of a field: (n,) values, or (n, arrays) codes of a multiple-choice field."""
+    if spec["kind"] == "multiple":  # each level chosen with a probability the drive shifts
+        logit = np.log(np.asarray(spec["prevalence"]) / (1 - np.asarray(spec["prevalence"])))
+        chosen = rng.random((n, len(logit))) < 1 / (1 + np.exp(-(logit + drive[:, None])))
+        out = np.full((n, spec["arrays"]), np.nan)
+        for i in range(n):  # answers fill the arrays in the order of the question's list
+            picked = np.asarray(spec["levels"])[chosen[i]][: spec["arrays"]]
+            out[i, : len(picked)] = picked
+            if not len(picked):
+                out[i, 0] = -7  # "none of the above"
+        refused = rng.random(n) < spec.get("refuse", 0)
+        out[refused] = np.nan
+        out[refused, 0] = -3  # "prefer not to answer"
+        return out
     if spec["kind"] == "categorical":
         score = drive + rng.standard_normal(n) * np.sqrt(max(1 - np.var(drive), 0.05))
         codes = np.asarray(spec["levels"])[np.searchsorted(spec["cuts"], score)]
@@ -332,11 +370,14 @@ def _nidp_values(spec: dict, drive: np.ndarray, rng, n: int) -> np.ndarray:
     if spec["kind"] == "integer":
         values = np.round(values)
         values = np.clip(values, spec.get("lo", 0), spec.get("hi", np.inf))
+        unknown = rng.random(n) < spec.get("dont_know", 0)
+        values[unknown] = rng.choice([-1, -3], int(unknown.sum()))  # do not know / refused
     return values
 
 
 def phenotypes(subjects: pd.DataFrame, lat: pd.DataFrame, seed: int):
-    """nIDP table (FUNPACK columns) and the table of planted drivers per column."""
+    """The main dataset (showcase layout, ``eid`` + ``field-instance.array``) and the table of
+    planted drivers per nIDP column."""
     rng = np.random.default_rng(derive_seed(seed, "nidps"))
     n = len(subjects)
     female = (subjects.sex == "female").to_numpy().astype(float)
@@ -352,7 +393,15 @@ def phenotypes(subjects: pd.DataFrame, lat: pd.DataFrame, seed: int):
         "conf:motion": (np.log(lat.motion) - np.log(lat.motion).mean()).to_numpy()
         / np.log(lat.motion).std(),
     }
-    table = {"eid": subjects.subject.to_numpy()}
+    age = subjects.age.to_numpy()
+    table = {
+        "31-0.0": 1 - female,  # coding 9: 0 female, 1 male
+        "34-0.0": np.floor(2016.5 - age),
+        "54-0.0": lat.site.to_numpy(),  # coding 10: assessment centre
+        "54-2.0": lat.site.to_numpy(),
+        "21003-0.0": np.floor(age - 9.0 + rng.uniform(-1, 1, n)),
+        "21003-2.0": np.floor(age),
+    }
     truth = []
     for spec in NIDPS:
         drive = np.zeros(n)
@@ -360,22 +409,52 @@ def phenotypes(subjects: pd.DataFrame, lat: pd.DataFrame, seed: int):
             drive = drive + loading * z[driver]
         if spec["field"] == 21001:  # BMI also sets the motion trait
             drive = drive + 0.5 * lat.bmi_z.to_numpy()
-        for array in range(spec.get("arrays", 1)):
-            col = f"{spec['field']}-2.{array}"
-            values = _nidp_values(spec, drive, rng, n)
-            values[rng.random(n) < spec["missing"]] = np.nan
-            table[col] = values
-            for driver, loading in spec["drivers"].items() or [(None, 0.0)]:
-                truth.append(
-                    {
-                        "column": col,
-                        "field": spec["field"],
-                        "kind": spec["kind"],
-                        "driver": driver or "",
-                        "loading": loading,
-                    }
-                )
-    return pd.DataFrame(table), pd.DataFrame(truth)
+        for instance in spec.get("instances", VISITS):
+            if spec["kind"] == "multiple":
+                block = _nidp_values(spec, drive, rng, n)
+                block[rng.random(n) < spec["missing"]] = np.nan  # did not attend / answer
+                columns = {
+                    f"{spec['field']}-{instance}.{a}": block[:, a] for a in range(block.shape[1])
+                }
+            else:
+                columns = {}
+                for array in range(spec.get("arrays", 1)):
+                    values = _nidp_values(spec, drive, rng, n)
+                    values[rng.random(n) < spec["missing"]] = np.nan
+                    columns[f"{spec['field']}-{instance}.{array}"] = values
+            table.update(columns)
+            for col in columns:
+                for driver, loading in spec["drivers"].items() or [(None, 0.0)]:
+                    truth.append(
+                        {
+                            "column": col,
+                            "field": spec["field"],
+                            "kind": spec["kind"],
+                            "driver": driver or "",
+                            "loading": loading,
+                        }
+                    )
+
+    def order(col):
+        field, rest = col.split("-")
+        instance, array = rest.split(".")
+        return int(field), int(instance), int(array)
+
+    main = pd.DataFrame(table)[sorted(table, key=order)]
+    main.insert(0, "eid", subjects.subject.to_numpy())
+    return main, pd.DataFrame(truth)
+
+
+def write_main_dataset(path, main: pd.DataFrame) -> None:
+    """The main dataset as UK Biobank's CSV: every value quoted, integers without decimals."""
+    import csv
+
+    out = main.copy()
+    for col in out.columns[1:]:
+        values = out[col]
+        if values.dropna().eq(values.dropna().round()).all():
+            out[col] = values.astype("Int64")
+    write_table(path, out, quoting=csv.QUOTE_ALL, float_format="%.6g")
 
 
 # --------------------------------------------------------------------------- generation
@@ -468,9 +547,10 @@ def generate(
 ) -> dict:
     """Write the whole synthetic cohort.
 
-    ``outputs`` names the files to write: ``subjects``, ``nidps``, ``confounds`` (the cohort's
-    tables), ``latent_deltas``, ``planted`` and ``latent_variables`` (ground truth) and
-    ``summary`` (JSON, written last).
+    ``outputs`` names the files to write: ``subjects``, ``nidps`` (the main dataset, a CSV
+    in the showcase layout that FUNPACK reads), ``confounds`` (the cohort's tables),
+    ``latent_deltas``, ``planted`` and ``latent_variables`` (ground truth) and ``summary``
+    (JSON, written last).
     """
     start = time.monotonic()
     claim_folder(data_directory)
@@ -520,7 +600,7 @@ def generate(
             progress.update(i + 1)
 
     write_table(outputs["subjects"], subjects)
-    write_table(outputs["nidps"], nidps)
+    write_main_dataset(outputs["nidps"], nidps)
     write_table(outputs["confounds"], confounds)
     write_table(outputs["latent_deltas"], pd.DataFrame(truth))
     write_table(outputs["planted"], planted)

@@ -7,8 +7,8 @@ localrules:
 
 rule associate_nidps:
     input:
+        unpack(lambda wildcards: nidp_inputs()),
         deltas=paths.DELTAS,
-        nidps=COHORT["nidps"],
         confounds=COHORT["confounds"],
     output:
         all=paths.ASSOCIATIONS,

@@ -11,6 +11,7 @@ try:
     from agemapper import paths
     from agemapper.images.contrasts import by_source, read_contrasts, read_table, select
     from agemapper.errors import AgeMapperError
+    from agemapper.networks.settings import resolve as resolve_training
     from agemapper import planning
 except ImportError as exc:
     raise WorkflowError(
@@ -33,6 +34,7 @@ try:
     )
     CONTRAST_TABLE = read_contrasts(config["contrasts_table"])
     CONTRASTS = [c.name for c in select(CONTRAST_TABLE, config["contrasts"])]
+    resolve_training(config["training"])  # optimiser and scheduler names (their tables)
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
 
@@ -49,22 +51,26 @@ OWN_SOURCE = [c for c in CONTRASTS if not any(c in g for g in SHARED_SOURCES.val
 SEXES = list(config["sexes"])
 REPLICATES = list(range(1, config["training"]["replicates"] + 1))
 COHORT = config["cohort"]
-# Apply mode: trained networks of another run predict a new cohort (its "test" split).
-APPLY = config.get("apply")
+# nIDPs: a FUNPACK table as given, or the UK Biobank main dataset FUNPACK reads (extract_nidps)
+NIDPS_FROM_MAIN = COHORT["nidps_format"] == "ukb_main"
+# Apply mode: networks trained elsewhere (another run's, or imported from the original
+# release) predict a new cohort (its "test" split, and its calibration subjects, split
+# "validation", when bias corrections or ensemble weights are fitted on them).
+APPLY = planning.apply_settings(config)
 SYNTHETIC = None if APPLY else config.get("synthetic")
+CALIBRATE = planning.CALIBRATE
 # Caches, by what reads them: training reads "train" and "validation"; prediction reads
-# "predict" (validation and test subjects; apply mode: the new cohort's test subjects). The
-# validation subjects are preprocessed twice (about 8% more preprocessing) so that prediction
-# shares no file with training: redoing predictions never makes a network look out of date.
-CACHES = (
-    {"predict": ["test"]}
-    if APPLY
-    else {
+# "predict" (validation and test subjects; apply mode: the new cohort's). The validation
+# subjects are preprocessed twice (about 8% more preprocessing) so that prediction shares no
+# file with training: redoing predictions never makes a network look out of date.
+if APPLY:
+    CACHES = {"predict": ["validation", "test"] if APPLY["calibrate"] else ["test"]}
+else:
+    CACHES = {
         "train": ["train"],
         "validation": ["validation"],
         "predict": ["validation", "test"],
     }
-)
 SPLITS = list(CACHES)
 ENSEMBLES = config.get("ensembles", {}).get("methods", [])
 MODE = "apply" if APPLY else ("demo" if SYNTHETIC else "study")
@@ -83,6 +89,12 @@ try:
     )
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
+
+# The plan says where apply mode's networks come from (read only, never trained or written)
+# and what is fitted on how many calibration subjects.
+if APPLY and workflow.is_main_process:
+    for note in planning.apply_notes(config):
+        print(note, file=sys.stderr)
 
 
 onstart:
@@ -135,6 +147,29 @@ def cohort_tables():
     return inputs
 
 
+def listed(value):
+    """A path or a list of paths, as a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def extract_inputs():
+    """The main dataset's CSV files, the field list (if given) and the cohort's subjects."""
+    inputs = {"main": listed(COHORT["nidps"]), "subjects": paths.CHECKED_SUBJECTS}
+    if COHORT.get("nidp_fields"):
+        inputs["fields"] = COHORT["nidp_fields"]
+    return inputs
+
+
+def nidp_inputs():
+    """The nIDP table (and FUNPACK's descriptions of its columns, when there are any)."""
+    if NIDPS_FROM_MAIN:
+        return {"nidps": paths.NIDPS, "descriptions": paths.NIDP_DESCRIPTIONS}
+    inputs = {"nidps": COHORT["nidps"]}
+    if COHORT.get("nidp_descriptions"):
+        inputs["descriptions"] = COHORT["nidp_descriptions"]
+    return inputs
+
+
 def replicate_files(kind):
     """One file per replicate network of {contrast}/{sex}."""
     build = {
@@ -143,6 +178,12 @@ def replicate_files(kind):
         "metrics": paths.training_metrics,
     }[kind]
     return [build(replicate=r) for r in REPLICATES]
+
+
+def initial_networks():
+    """The networks fine-tuning starts from (training.initial_weights), one per replicate."""
+    pattern = config["training"].get("initial_weights")
+    return expand(pattern, replicate=REPLICATES, allow_missing=True) if pattern else []
 
 
 def intensity_reference(wildcards, contrasts=None):
@@ -156,10 +197,31 @@ def intensity_reference(wildcards, contrasts=None):
     ]
 
 
+def reference_networks(wildcards, contrasts=None):
+    """Apply mode: the networks whose stored training-input statistics are the reference, of
+    ``{contrast}`` or of ``contrasts`` (the contrasts of one source file), one list each."""
+    if not APPLY:
+        return []
+    return [
+        [paths.network(c, wildcards.sex, r, APPLY["networks"]) for r in REPLICATES]
+        for c in contrasts or [wildcards.contrast]
+    ]
+
+
 def network_weights():
-    """The networks that predict: trained here, or another run's in apply mode."""
-    root = APPLY["results"] if APPLY else paths.ROOT
-    return [paths.weights(replicate=r, root=root) for r in REPLICATES]
+    """The networks that predict: trained here, or (apply mode) from a networks folder."""
+    if APPLY:
+        return [
+            paths.network(replicate=r, networks=APPLY["networks"]) for r in REPLICATES
+        ]
+    return [paths.weights(replicate=r) for r in REPLICATES]
+
+
+def reused(name):
+    """Apply mode: a table to reuse (corrections, ensemble_weights), or None to fit one."""
+    if APPLY and APPLY[name] != CALIBRATE:
+        return APPLY[name]
+    return None
 
 
 def all_predictions():
@@ -170,8 +232,12 @@ def delta_inputs():
     inputs = {"predictions": all_predictions()}
     if ENSEMBLES:
         inputs["ensembles"] = paths.ENSEMBLE_PREDICTIONS
+    if reused("corrections"):
+        inputs["corrections"] = reused("corrections")
     if APPLY:
-        inputs["corrections"] = paths.corrections(APPLY["results"])
+        # the new cohort's scale factors come with its deltas: for networks without
+        # statistics of their training inputs, the only check of the cohort's scale
+        inputs["scale_factors"] = paths.scale_factors()
     return inputs
 
 

@@ -18,5 +18,7 @@ rule correct_deltas:
         "../envs/agemapper.yaml"
     params:
         deltas=config["deltas"],
+        # apply mode fits on the cohort's calibration subjects: warn when they are few
+        warn_under=planning.MIN_CALIBRATION if APPLY else None,
     script:
         "../scripts/correct_deltas.py"

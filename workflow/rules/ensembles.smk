@@ -1,4 +1,5 @@
-# Stage 3b: combinations of contrasts, fitted per sex on validation (or reused in apply mode).
+# Stage 3b: combinations of contrasts, fitted per sex on validation (apply mode: on the
+# cohort's calibration subjects, or reused from another run).
 
 
 localrules:
@@ -11,8 +12,8 @@ rule combine_contrasts:
             lambda wildcards: {
                 "predictions": all_predictions(),
                 **(
-                    {"weights": paths.ensemble_weights(APPLY["results"])}
-                    if APPLY
+                    {"weights": reused("ensemble_weights")}
+                    if reused("ensemble_weights")
                     else {}
                 ),
             }
@@ -28,5 +29,7 @@ rule combine_contrasts:
         ensembles=config.get("ensembles", {}),
         # the run's base seed: the elastic net's cross-validation folds derive from it
         seed=config["training"]["seed"],
+        # apply mode fits on the cohort's calibration subjects: warn when they are few
+        warn_under=planning.MIN_CALIBRATION if APPLY else None,
     script:
         "../scripts/combine_contrasts.py"

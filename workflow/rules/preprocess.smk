@@ -1,4 +1,4 @@
-# Stage 1: NIfTI -> per contrast/sex cache (packed float16 + manifest): "train" and
+# Stage 1: NIfTI -> per contrast/sex cache (packed float16 or float32 + manifest): "train" and
 # "validation" for training, "predict" (validation and test subjects) for prediction. One job
 # per source file, sex and cache: it decodes each subject's file once for every contrast that
 # reads it (preprocess_contrast: a file of one contrast; preprocess_{source}: a file that
@@ -33,6 +33,8 @@ rule preprocess_contrast:
         contrasts=config["contrasts_table"],
         # validation and test intensities are checked against the training split's
         reference=intensity_reference,
+        # apply mode: against the statistics of the networks' training inputs, if they carry any
+        networks=lambda wildcards: sum(reference_networks(wildcards), []),
     output:
         cache=[temp(paths.cache())],
         manifest=[paths.manifest()],
@@ -54,8 +56,10 @@ rule preprocess_contrast:
         runtime=per_attempt(180),
     params:
         contrasts=lambda wildcards: [CONTRAST_TABLE[wildcards.contrast].as_dict()],
+        networks=reference_networks,
         splits=lambda wildcards: CACHES[wildcards.split],
         grid=config["preprocess"]["grid"],
+        dtype=config["preprocess"].get("cache_dtype", "float16"),
         data_directory=COHORT["data_directory"],
         qc=config["qc"],
         checkpoint=lambda w: [paths.preprocess_checkpoint(w.contrast, w.sex, w.split)],
@@ -73,6 +77,9 @@ for source, members in SHARED_SOURCES.items():
             contrasts=config["contrasts_table"],
             reference=lambda wildcards, members=members: intensity_reference(
                 wildcards, members
+            ),
+            networks=lambda wildcards, members=members: sum(
+                reference_networks(wildcards, members), []
             ),
         output:
             cache=[temp(paths.cache(contrast=c)) for c in members],
@@ -93,8 +100,12 @@ for source, members in SHARED_SOURCES.items():
             runtime=per_attempt(180),
         params:
             contrasts=[CONTRAST_TABLE[c].as_dict() for c in members],
+            networks=lambda wildcards, members=members: reference_networks(
+                wildcards, members
+            ),
             splits=lambda wildcards: CACHES[wildcards.split],
             grid=config["preprocess"]["grid"],
+            dtype=config["preprocess"].get("cache_dtype", "float16"),
             data_directory=COHORT["data_directory"],
             qc=config["qc"],
             checkpoint=lambda wildcards, members=members: [
@@ -107,7 +118,12 @@ for source, members in SHARED_SOURCES.items():
 
 rule check_scale_factors:
     input:
-        manifests=expand(paths.manifest(split="train"), contrast=CONTRASTS, sex=SEXES),
+        # estimated from the training split (apply mode: from the new cohort)
+        manifests=expand(
+            paths.manifest(split="predict" if APPLY else "train"),
+            contrast=CONTRASTS,
+            sex=SEXES,
+        ),
         contrasts=config["contrasts_table"],
     output:
         table=paths.scale_factors(),

@@ -1,4 +1,4 @@
-# Stage 2: the replicate networks of each contrast and sex, trained on one data stream.
+# Stage 2: the replicate networks of each contrast and sex, trained in one job (data read once).
 # At the time limit SLURM sends SIGTERM: the trainer checkpoints and the job fails; the retry
 # (more runtime) resumes from the checkpoint, which is no output and so survives the failure.
 
@@ -10,6 +10,7 @@ rule train_networks:
         train_manifest=paths.manifest(split="train"),
         validation_manifest=paths.manifest(split="validation"),
         info=paths.cache_info(split="train"),
+        initial=initial_networks(),
     output:
         weights=replicate_files("weights"),
         metadata=replicate_files("metadata"),

@@ -15,4 +15,5 @@ run_associations(
     snakemake.output.dropped,
     qc=snakemake.params.qc,
     out_qc=snakemake.output.qc,
+    descriptions=snakemake.input.get("descriptions"),
 )

@@ -15,6 +15,7 @@ deltas, metrics, used = correct_deltas(
     cfg["method"],
     cfg.get("terms", ["age", "age2"]),
     stored=stored,
+    warn_under=snakemake.params.warn_under,
 )
 write_table(snakemake.output.deltas, deltas)  # full precision: later stages read it
 correlations = [c for c in metrics.columns if c.startswith("r_")]  # 1e-16 is 0 for a reader

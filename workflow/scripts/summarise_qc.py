@@ -9,6 +9,8 @@ log = log_to(snakemake.log[0])
 i = snakemake.input
 table = read_tables([i.subjects, *i.preprocess, *i.associations])
 write_table(snakemake.output.summary, with_none_line(table, "all stages"))
-log.info("QC: %d subject/contrast entries left out", len(table))
+subjects = table.subject[table.subject != ""].nunique()
+line = f"QC: {subjects} subject(s) left out in {len(table)} place(s) (stage/contrast/cache)"
+log.info(line)
 if len(table):
-    print(f"QC: {len(table)} subject/contrast entries left out; see {snakemake.output.summary}")
+    print(f"{line}; see {snakemake.output.summary}")
