@@ -199,7 +199,7 @@ def intensity_reference(wildcards, contrasts=None):
 
 def reference_networks(wildcards, contrasts=None):
     """Apply mode: the networks whose stored training-input statistics are the reference,
-    one list for ``{contrast}`` or for each of ``contrasts`` (those of one source file)."""
+    one list for ``{contrast}`` or for each of ``contrasts`` (of one source file)."""
     if not APPLY:
         return []
     return [
