@@ -112,12 +112,16 @@ def preprocess_volume(
             raise ValueError(f"mean of the cropped volume is {crop_mean:g}; cannot normalise")
         norm = 1.0 / crop_mean
     factor = np.float32(norm / contrast.scale_factor)
-    if cropped.shape == shape:
+    top = cropped.max()
+    if cropped.shape == shape and factor > 0:
         out = np.multiply(cropped, factor)  # a new array, in the crop's memory order
+        # float32 multiplication by a positive factor is monotone: the extremes of ``out``
+        # are the crop's, multiplied (bit for bit), without two more passes over it
+        low, high = cropped.min() * factor, top * factor
     else:
         out = resample(cropped, shape)
         out *= factor
-    low, high = out.min(), out.max()
+        low, high = out.min(), out.max()
     peak = float(np.abs([low, high]).max())
     if not np.isfinite(peak) or peak > FLOAT16_MAX:
         raise ValueError(
@@ -128,7 +132,7 @@ def preprocess_volume(
     inside = np.sort(sample[sample != 0], axis=None)
     stats = {
         "crop_mean": crop_mean,
-        "max_normalised": float(cropped.max()) * norm,
+        "max_normalised": float(top) * norm,
         "p999_normalised": percentile_of_sorted(inside, 99.9) * norm if inside.size else 0.0,
         "max_scaled": float(high),
         **volume_statistics(out, sample),
