@@ -115,6 +115,7 @@ BENCHMARKS = [
     "python benchmarks/ensembles.py",
     "python benchmarks/ensembles.py --nonnegative",
     "python benchmarks/browser.py",
+    "python benchmarks/preprocess_throughput.py --subjects 4 --copies 3 --repeats 1",
     "python benchmarks/training_fidelity.py --small",
     "python benchmarks/training_fidelity.py --seeds 0 1 2 --variants reference "
     '"shared batch order" threshold_mode output_bias "restarts on (the demo)"',
@@ -392,7 +393,9 @@ def test_study_commands_run_as_written(tmp_path, cohort):
     assert res.returncode == 0, res.output[-4000:]
     assert "Using profile slurm " in res.output
     counts = job_counts(res.output)
-    assert counts["preprocess_contrast"] == 57 * 2 * 3
+    # one job per source file, sex and cache: the 25 rsfMRI maps share their 4D file's job
+    assert counts["preprocess_contrast"] == 32 * 2 * 3
+    assert counts["preprocess_rsfmri"] == 2 * 3
     assert counts["train_networks"] == 57 * 2  # each trains 3 replicates: 342 networks
     assert counts["predict_brain_age"] == 57 * 2
     assert not {"generate_cohort", "evaluate_synthetic"} & set(counts)
@@ -403,7 +406,7 @@ def test_study_commands_run_as_written(tmp_path, cohort):
     train = next(j for j in jobs if j["rule"] == "train_networks")
     assert (train["threads"], train["mem_mb"], train["runtime"]) == (8, "16000", "1440")
     groups = re.findall(r"Group job (\w+)", res.stdout)
-    assert (groups.count("preprocess"), groups.count("predict")) == (57, 19)
+    assert (groups.count("preprocess"), groups.count("predict")) == (33, 19)
 
     full = {}
     for command in CLUSTER:

@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +39,54 @@ MAGIC = b"AGEMAPPERCACHE01"
 HEADER = len(MAGIC) + 8
 ALIGN = 64
 VALUE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+
+
+class Record(NamedTuple):
+    """One volume as a cache stores it: shape, packed non-zero mask, non-zero values."""
+
+    shape: tuple[int, ...]
+    mask: np.ndarray  # uint8, ceil(V / 8) bytes, numpy.packbits order
+    values: np.ndarray  # float16 or float32, the non-zero voxels in C order
+
+
+def encode(volume: np.ndarray, dtype: str = "float16") -> Record:
+    """The cache record of one volume: its voxels in ``dtype`` (float16: round to nearest
+    even), the mask of the non-zero ones and their values, in C order.
+
+    The same bytes as casting with numpy and selecting ``v != 0``, at library speed: a float32
+    volume is cast by torch (vectorised), and one in NIfTI's Fortran order (what a crop of a
+    decoded file is) is brought to C order as float16 in two cache-friendly transposes instead
+    of numpy's element-by-element strided cast (about 8 ms instead of 40 ms for a 1 mm crop).
+    NaN is non-zero and kept, so QC downstream still sees it; -0.0 is zero.
+    """
+    v = np.asarray(volume)
+    if dtype == "float32":  # the original's input type: no rounding to speed up
+        flat = np.ascontiguousarray(v, dtype=VALUE_DTYPES[dtype]).reshape(-1)
+        mask = flat != 0  # NaN is non-zero and kept; -0.0 is zero
+        return Record(tuple(v.shape), np.packbits(mask), flat[mask])
+    fast = v.dtype == np.float32 and v.flags.writeable and min(v.strides, default=1) > 0
+    if fast and v.ndim == 3 and v.flags.f_contiguous and not v.flags.c_contiguous:
+        half = _reverse_axes(torch.from_numpy(v.T).half().numpy())  # v.T: C-ordered (z, y, x)
+    elif fast and v.flags.c_contiguous:
+        half = torch.from_numpy(v).half().numpy()
+    else:  # another type or layout: numpy's own cast (float64 -> float16 in one rounding)
+        half = np.ascontiguousarray(v, dtype=VALUE_DTYPES["float16"])
+    flat = half.reshape(-1)
+    mask = (flat.view(np.uint16) & 0x7FFF) != 0  # every bit but the sign: -0.0 is zero
+    values = flat[mask]
+    if v.dtype == np.float32 and ((values.view(np.uint16) & 0x7FFF) > 0x7C00).any():
+        # NaN: the hardware cast quiets a signalling NaN's payload, numpy keeps it; numpy's
+        # bytes it is (NaN never reaches a cache from preprocessing, which refuses it)
+        return encode(np.ascontiguousarray(v, dtype=VALUE_DTYPES["float16"]))
+    return Record(tuple(half.shape), np.packbits(mask), values)
+
+
+def _reverse_axes(a: np.ndarray) -> np.ndarray:
+    """``a`` (C-contiguous, shape (z, y, x)) as a C-contiguous (x, y, z) array: one 2D
+    transpose (z, y*x) -> (y*x, z), then whole rows of z swapped between (y, x) and (x, y)."""
+    z, y, x = a.shape
+    yxz = np.ascontiguousarray(a.reshape(z, y * x).T).reshape(y, x, z)
+    return np.ascontiguousarray(yxz.transpose(1, 0, 2))
 
 
 class CacheWriter:
@@ -126,22 +175,28 @@ class CacheWriter:
 
     def write(self, row: int, volume: np.ndarray, extra: dict | None = None) -> int:
         """Store ``volume`` (shape ``self.shape``) as cache row ``row``; return its bytes."""
-        v = np.ascontiguousarray(volume, dtype=self.dtype)
-        if v.shape != self.shape:
-            raise ValueError(f"volume of shape {v.shape} for a cache of shape {self.shape}")
-        flat = v.reshape(-1)
-        mask = flat != 0  # NaN is non-zero and kept, so QC downstream still sees it
-        values = flat[mask]
+        shape = np.shape(volume)
+        if shape != self.shape:
+            raise ValueError(f"volume of shape {shape} for a cache of shape {self.shape}")
+        return self.write_record(row, encode(volume, self.dtype_name), extra)
+
+    def write_record(self, row: int, record: Record, extra: dict | None = None) -> int:
+        """Store a volume :func:`encode` made (e.g. in a worker thread) as row ``row``."""
+        if record.shape != self.shape:
+            raise ValueError(f"volume of shape {record.shape} for a cache of shape {self.shape}")
+        if record.values.dtype != self.dtype:
+            raise ValueError(f"{record.values.dtype} values for a {self.dtype_name} cache")
         pad = -self._pos % ALIGN
         self._fh.write(b"\0" * pad)
         self._pos += pad
-        self.records[row] = [self._pos, int(values.size)]
-        self._fh.write(np.packbits(mask).tobytes())
-        self._fh.write(values.tobytes())
-        size = self.mask_bytes + values.nbytes
+        count = int(record.values.size)
+        self.records[row] = [self._pos, count]
+        self._fh.write(record.mask.data)
+        self._fh.write(record.values.data)
+        size = self.mask_bytes + record.values.nbytes
         if self._journal is not None:  # the record first, then the line that vouches for it
             self._fh.flush()
-            rec = {"row": row, "offset": self._pos, "count": int(values.size), "extra": extra}
+            rec = {"row": row, "offset": self._pos, "count": count, "extra": extra}
             self._journal.write(json.dumps(rec) + "\n")
             self._journal.flush()
         self._pos += size

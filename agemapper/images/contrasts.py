@@ -14,6 +14,7 @@ says what each may hold) with columns
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,11 @@ class Contrast:
 
     def path_for(self, data_directory, subject) -> Path:
         return Path(data_directory) / str(subject) / self.data_file
+
+    @classmethod
+    def from_dict(cls, row: dict) -> Contrast:
+        """The inverse of :meth:`as_dict` (a row of the contrast table)."""
+        return cls(**{("name" if k == "contrast" else k): v for k, v in row.items()})
 
     def as_dict(self) -> dict:
         return {
@@ -141,6 +147,30 @@ def read_contrasts(path=None) -> dict[str, Contrast]:
         )
         for rec in table.itertuples(index=False)
     }
+
+
+def by_source(contrasts) -> dict[str, list[Contrast]]:
+    """Contrasts grouped by the file they read, in their order: one preprocessing job decodes
+    each file once for all of them (the 25 resting-state maps are volumes of one 4D file).
+
+    Keys name the groups in file and rule names: a contrast reading a file of its own keeps its
+    name; a group of several is named by what their names share (``rsfmri`` for
+    ``rsfmri_0`` ... ``rsfmri_24``), else by its file (``fMRI_tfMRI_feat_stats``).
+    """
+    files: dict[str, list[Contrast]] = {}
+    for c in contrasts:
+        files.setdefault(c.data_file, []).append(c)
+    groups: dict[str, list[Contrast]] = {}
+    singles = {g[0].name for g in files.values() if len(g) == 1}
+    for data_file, group in files.items():
+        name = group[0].name
+        if len(group) > 1:
+            name = re.sub(r"[_\d]+$", "", os.path.commonprefix([c.name for c in group]))
+            if not re.fullmatch(r"[A-Za-z]\w*", name) or name in singles or name in groups:
+                name = re.sub(r"\W+", "_", data_file.removesuffix(".gz").removesuffix(".nii"))
+                name = name.strip("_")
+        groups[name] = group
+    return groups
 
 
 def select(contrasts: dict[str, Contrast], names) -> list[Contrast]:

@@ -44,8 +44,12 @@ def _compress(data: bytes, level: int) -> bytes:
 
 def read_image(path, subject=None, contrast=None) -> nib.Nifti1Image:
     """Read a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) fully into memory."""
-    path = Path(path)
-    err = dict(path=path, subject=subject, contrast=contrast)
+    err = dict(path=Path(path), subject=subject, contrast=contrast)
+    return _parse(_read_bytes(Path(path), err), err)
+
+
+def _read_bytes(path: Path, err: dict) -> bytes:
+    """The file's bytes, decompressed (in one call) when it is gzip."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -61,6 +65,10 @@ def read_image(path, subject=None, contrast=None) -> nib.Nifti1Image:
             raise InputDataError(f"truncated or corrupt gzip data ({exc})", **err) from exc
     elif path.name.endswith(".gz"):
         raise InputDataError("named .gz but is not gzip-compressed", **err)
+    return data
+
+
+def _parse(data: bytes, err: dict) -> nib.Nifti1Image:
     if len(data) < 348:
         raise InputDataError(f"not a NIfTI file (only {len(data)} bytes)", **err)
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
@@ -89,12 +97,26 @@ def load_volume(
 
     ``volume`` selects an index along the 4th axis (a 4D file is then required).
     """
-    err = dict(path=path, subject=subject, contrast=contrast)
-    img = read_image(path, subject=subject, contrast=contrast)
+    got = read_volumes(path, grid, {contrast: volume}, subject=subject)[contrast]
+    if isinstance(got, InputDataError):
+        raise got
+    return got
+
+
+def read_volumes(path, grid: Grid, volumes: dict, subject=None) -> dict:
+    """Decode ``path`` once and return each of ``volumes`` from it, checked.
+
+    ``volumes`` maps a contrast name to the index along the 4th axis it reads (``None`` for a
+    3D file); the result maps each name to its float32 volume on ``grid`` (Fortran order, as
+    in the file), or to the :class:`~agemapper.errors.InputDataError` of that volume alone (4D
+    volume missing, NaN/Inf, all zeros). A problem of the file itself (missing, corrupt, not
+    NIfTI, wrong grid, voxel size or orientation) raises, naming every contrast that reads it.
+    """
+    path = Path(path)
+    err = dict(path=path, subject=subject, contrast=contrast_label(list(volumes)))
+    data = _read_bytes(path, err)
+    img = _parse(data, err)
     shape = tuple(int(s) for s in img.shape)
-    # Trailing singleton dimensions (x, y, z, 1) are harmless in NIfTI.
-    while len(shape) > 3 and shape[-1] == 1 and (volume is None or len(shape) > 4):
-        shape = shape[:-1]
     if shape[:3] != grid.shape:
         raise InputDataError(
             f"grid {shape[:3]} is not the {grid.name} MNI152 grid {grid.shape}", **err
@@ -105,7 +127,42 @@ def load_volume(
             f"voxel size {zooms} mm is not {grid.voxel_mm} mm ({grid.name} grid)", **err
         )
     _check_orientation(img, grid, err)
-    proxy = img.dataobj
+    voxels = _raw_float32(img, data)
+    out = {}
+    for name, volume in volumes.items():
+        try:
+            out[name] = _volume(img, voxels, shape, grid, volume, {**err, "contrast": name})
+        except InputDataError as exc:
+            out[name] = exc
+    return out
+
+
+def contrast_label(names: list) -> str | None:
+    """The contrasts a file-level error concerns: one name, or the first and last of several."""
+    names = [n for n in names if n is not None]
+    if len(names) <= 2:
+        return " and ".join(names) or None
+    return f"{names[0]} ... {names[-1]} ({len(names)} contrasts of this file)"
+
+
+def _raw_float32(img, data: bytes) -> np.ndarray | None:
+    """The voxels as a zero-copy float32 view of ``data`` (Fortran order, like nibabel's), when
+    the file stores native float32 without scaling (UK Biobank's images); else None."""
+    proxy = img.dataobj  # what nibabel reads: its dtype, offset and scaling
+    if proxy.dtype != np.dtype(np.float32) or not proxy.dtype.isnative:
+        return None
+    if not (proxy.slope == 1 and proxy.inter == 0):
+        return None
+    count = int(np.prod(proxy.shape))
+    return np.frombuffer(data, np.float32, count, proxy.offset).reshape(proxy.shape, order="F")
+
+
+def _volume(img, voxels, shape: tuple, grid: Grid, volume: int | None, err: dict) -> np.ndarray:
+    """One 3D volume of a parsed image: float32 on ``grid``, finite, not all zeros."""
+    # Trailing singleton dimensions (x, y, z, 1) are harmless in NIfTI.
+    while len(shape) > 3 and shape[-1] == 1 and (volume is None or len(shape) > 4):
+        shape = shape[:-1]
+    proxy = img.dataobj if voxels is None else voxels
     if volume is None:
         if len(shape) != 3:
             raise InputDataError(f"is {len(shape)}D {shape}; a 3D volume is expected", **err)
@@ -120,11 +177,15 @@ def load_volume(
                 f"has {shape[3]} volumes; volume {volume} (0-based) was asked for", **err
             )
         arr = np.asarray(proxy[..., volume], dtype=np.float32).reshape(grid.shape)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        raise InputDataError(f"{int((~finite).sum())} voxels are NaN or Inf", **err)
-    if not arr.any():
-        raise InputDataError("volume is all zeros", **err)
+    # one vectorised pass for the common case: a finite, non-zero sum means every voxel is
+    # finite and not all are zero; otherwise the exact checks say which problem it is
+    total = arr.sum()
+    if not np.isfinite(total) or total == 0:
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise InputDataError(f"{int((~finite).sum())} voxels are NaN or Inf", **err)
+        if not arr.any():
+            raise InputDataError("volume is all zeros", **err)
     return arr
 
 

@@ -1,4 +1,4 @@
-"""Preprocessing: NIfTI files of one contrast, sex and split -> one cache the trainer reads fast.
+"""Preprocessing: the NIfTI files of one sex and split -> a cache per contrast, decoded once.
 
 Per subject (the AgeMapper recipe): load, take volume k of a 4D file, crop to the AgeMapper box,
 divide by the mean of the cropped volume (T1/T2 contrasts, zeros included), divide by the
@@ -6,6 +6,11 @@ contrast's scale factor, and bring it to the training grid: area averaging when 
 grid is smaller than the crop, identity for 1 mm at full size. A 2 mm contrast at full size is
 stored at 2 mm (80x96x80, 8x fewer bytes) and upsampled x2 (trilinear, aligned corners, as the
 original network did) on the training device when read: :func:`agemapper.images.cache.to_grid`.
+
+One job preprocesses every contrast given to :func:`preprocess_contrasts` and decodes each
+subject's file once for all the contrasts that read it: the 25 resting-state maps are the 25
+volumes of one 4D file, decompressed once per subject instead of 25 times.
+:func:`preprocess_split` is the same for one contrast.
 
 The cache (:mod:`agemapper.images.cache`: non-zero mask + float16 voxels, rounded to a relative
 2^-11, or float32 voxels as the original read them: ``dtype``) comes with a manifest
@@ -15,13 +20,16 @@ the input contract (contrast, grids, normalisation, scale factor, training and s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +38,19 @@ import torch
 import torch.nn.functional as F
 
 from agemapper import __version__
-from agemapper.errors import AgeMapperError, InputDataError
-from agemapper.images.cache import CacheWriter, VolumeCache
+from agemapper.errors import AgeMapperError, ConfigError, InputDataError
+from agemapper.images.cache import CacheWriter, Record, VolumeCache, encode
 from agemapper.images.contrasts import Contrast
 from agemapper.images.grids import get_grid
 from agemapper.images.intensity import (
     MIN_REFERENCE,
     cohort_shift,
+    percentile_of_sorted,
     subject_outliers,
     summarise,
     volume_statistics,
 )
-from agemapper.images.nifti import load_volume
+from agemapper.images.nifti import contrast_label, read_volumes
 from agemapper.io import write_json, write_table
 from agemapper.progress import Progress
 from agemapper.qc import QCLog
@@ -90,9 +99,11 @@ def preprocess_volume(
     """Crop, normalise, scale and resample one volume; also return its statistics.
 
     Resampling is linear, so the volume is resampled first and normalised on the (small)
-    result: the same numbers, without two passes over the full-resolution crop.
+    result: the same numbers, without two passes over the full-resolution crop. At the crop's
+    own size the copy and the scaling are one multiplication.
     """
     grid = get_grid(contrast.resolution)
+    shape = tuple(int(s) for s in shape)
     cropped = volume[grid.crop_slices]
     crop_mean = float(cropped.mean(dtype=np.float64))
     norm = 1.0
@@ -100,24 +111,47 @@ def preprocess_volume(
         if crop_mean <= 0:
             raise ValueError(f"mean of the cropped volume is {crop_mean:g}; cannot normalise")
         norm = 1.0 / crop_mean
-    out = resample(cropped, shape)
-    out *= np.float32(norm / contrast.scale_factor)
-    peak = float(np.abs(out).max())
+    factor = np.float32(norm / contrast.scale_factor)
+    top = cropped.max()
+    if cropped.shape == shape and factor > 0:
+        out = np.multiply(cropped, factor)  # a new array, in the crop's memory order
+        # float32 multiplication by a positive factor is monotone: the extremes of ``out``
+        # are the crop's, multiplied (bit for bit), without two more passes over it
+        low, high = cropped.min() * factor, top * factor
+    else:
+        out = resample(cropped, shape)
+        out *= factor
+        low, high = out.min(), out.max()
+    peak = float(np.abs([low, high]).max())
     if not np.isfinite(peak) or peak > FLOAT16_MAX:
         raise ValueError(
             f"values reach {peak:.3g} after normalisation and scaling, beyond the float16 range "
             f"of the cache ({FLOAT16_MAX:g}): a wrong intensity scale (or scale factor)?"
         )
-    sample = cropped[::2, ::2, ::2]  # QC statistics on every 8th voxel are plenty
-    inside = sample[sample != 0]
+    # QC statistics on every 8th voxel are plenty: one strided pass, in memory order, copies
+    # them out (the statistics do not depend on the order of the voxels)
+    sample = cropped[::2, ::2, ::2].copy(order="K")
+    inside = np.sort(sample[sample != 0], axis=None)
+    # every 8th voxel of ``out``: at the crop's size, the sample scaled (the same float32
+    # products, bit for bit), without another strided pass over the volume
+    scaled_sample = np.multiply(sample, factor) if out.shape == cropped.shape else None
     stats = {
         "crop_mean": crop_mean,
-        "max_normalised": float(cropped.max()) * norm,
-        "p999_normalised": float(np.percentile(inside, 99.9)) * norm if inside.size else 0.0,
-        "max_scaled": float(out.max()),
-        **volume_statistics(out, sample),
+        "max_normalised": float(top) * norm,
+        "p999_normalised": percentile_of_sorted(inside, 99.9) * norm if inside.size else 0.0,
+        "max_scaled": float(high),
+        **volume_statistics(out, sample, scaled_sample),
     }
     return out, stats
+
+
+def prepare_volume(
+    volume: np.ndarray, contrast: Contrast, shape: Sequence[int], dtype: str = "float16"
+) -> tuple[np.ndarray, dict, Record]:
+    """:func:`preprocess_volume` and the cache record of its result (:func:`encode`, values
+    in ``dtype``), the per-volume work of a job, done in its worker threads."""
+    out, stats = preprocess_volume(volume, contrast, shape)
+    return out, stats, encode(out, dtype)
 
 
 def cache_paths(cache) -> dict[str, Path]:
@@ -170,123 +204,285 @@ def preprocess_split(
     the cache's value type: ``float16`` (half the bytes) or ``float32`` (the original's input).
 
     Intensities are checked against a reference (:mod:`agemapper.images.intensity`): the
-    training split's manifest given as ``reference`` (for validation and test), else the split
-    itself; an outlier subject is bad input like a bad file, a whole split off the reference
-    stops the job. With ``checkpoint`` (a path outside the outputs) the cache is written there
-    with a journal, so that a job stopped by SIGTERM/SIGINT (logged, at the next subject) or
-    killed resumes where it stopped when rerun.
+    training split's manifest given as ``reference`` (a path; or its summary, a dict), for
+    validation and test, else the split itself; an outlier subject is bad input like a bad
+    file, a whole split off the reference stops the job. With ``checkpoint`` (a path outside
+    the outputs) the cache is written there with a journal, so that a job stopped by
+    SIGTERM/SIGINT (logged, at the next subject) or killed resumes where it stopped when rerun.
+    """
+    return preprocess_contrasts(
+        subjects, [contrast], data_directory, shape, [cache], [manifest], [info],
+        qc_tables=[qc_table], checkpoints=[checkpoint], references=[reference],
+        threads=threads, qc=qc, dtype=dtype,
+    )[contrast.name]  # fmt: skip
+
+
+@dataclass
+class _Target:
+    """One contrast of a job: its outputs, reference, QC log and what is done."""
+
+    contrast: Contrast
+    cache: Path
+    manifest: Path
+    info: Path
+    qc_table: Path | None
+    checkpoint: Path | None
+    reference: object
+    stored: tuple
+    qclog: QCLog
+    dtype: str
+    sources: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    writer: CacheWriter | None = None
+
+    @property
+    def name(self) -> str:
+        return self.contrast.name
+
+
+def preprocess_contrasts(
+    subjects: pd.DataFrame,
+    contrasts: Sequence[Contrast],
+    data_directory,
+    shape: Sequence[int],
+    caches: Sequence,
+    manifests: Sequence,
+    infos: Sequence,
+    qc_tables: Sequence | None = None,
+    checkpoints: Sequence | None = None,
+    references: Sequence | None = None,
+    threads: int = 1,
+    qc: str = "strict",
+    dtype: str = "float16",
+) -> dict[str, pd.DataFrame]:
+    """:func:`preprocess_split` for several contrasts at once, each subject's file decoded once
+    for all the contrasts that read it (e.g. the 4D resting-state file for its components).
+
+    The outputs, ``qc_tables``, ``checkpoints`` and ``references`` are lists in the order of
+    ``contrasts`` (``None`` for none). Each contrast gets exactly the cache, manifest, sidecar
+    and QC table :func:`preprocess_split` would write for it alone. A problem of one volume
+    (NaN, all zeros, a missing 4D volume) concerns its contrast; a problem of the file (missing,
+    corrupt, wrong grid or orientation), every contrast reading it. Under the strict policy
+    the first problem stops the job and no contrast's outputs are written. Returns the
+    manifests by contrast name.
     """
     shape = tuple(int(s) for s in shape)
+    contrasts = list(contrasts)
+    label = contrast_label([c.name for c in contrasts])
     n = len(subjects)
     if n == 0:
-        raise InputDataError(
-            f"no subjects to preprocess for {contrast.name}", contrast=contrast.name
-        )
-    grid = get_grid(contrast.resolution)
-    stored = stored_shape(grid.crop_shape, shape)
+        raise InputDataError(f"no subjects to preprocess for {label}", contrast=label)
+    none = [None] * len(contrasts)
     ids = subjects.subject.astype(str).tolist()
     sex, split = subjects.sex.iloc[0], "+".join(pd.unique(subjects.split))
-    qclog = QCLog(qc, "preprocess", contrast=contrast.name, sex=sex, split=split)
-    where = f"{contrast.name} {sex} {split}"
-    _remove_stale_temporaries([cache, manifest, info, *([qc_table] if qc_table else [])])
-    sources = [contrast.path_for(data_directory, s) for s in ids]
+    targets = [
+        _Target(
+            c, Path(cache), Path(manifest), Path(info), qc_table, checkpoint, reference,
+            stored_shape(get_grid(c.resolution).crop_shape, shape),
+            QCLog(qc, "preprocess", contrast=c.name, sex=sex, split=split), dtype,
+            [c.path_for(data_directory, s) for s in ids],
+        )
+        for c, cache, manifest, info, qc_table, checkpoint, reference in zip(
+            contrasts, caches, manifests, infos, qc_tables or none, checkpoints or none,
+            references or none, strict=True,
+        )
+    ]  # fmt: skip
+    _check_sources(contrasts)
+    where = f"{label} {sex} {split}"
+    _remove_stale_temporaries(
+        [p for t in targets for p in (t.cache, t.manifest, t.info, t.qc_table) if p]
+    )
+    stopped: list[int] = []
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
+    handlers = _catch_signals(stopped)
+    try:
+        with contextlib.ExitStack() as stack:
+            for t in targets:
+                t.writer = stack.enter_context(_open_writer(t, ids, shape, data_directory))
+            todo = {}  # row -> the targets still lacking it
+            for i in range(n):
+                lacking = [t for t in targets if i not in t.writer.done]
+                if lacking:
+                    todo[i] = lacking
+            done = n - len(todo)
+            if any(t.writer.done for t in targets):
+                log.info("%s: resumed with %d of %d subjects done", where, done, n)
+            progress = Progress(where, n, "subject", log=log, done=done)
 
-    def work(i: int):
-        path = sources[i]
-        try:
-            stamp = _source_stamp(path)
-            vol = load_volume(path, grid, contrast.volume, subject=ids[i], contrast=contrast.name)
-            try:
-                return (*preprocess_volume(vol, contrast, stored), stamp)
-            except ValueError as exc:
-                raise InputDataError(
-                    str(exc), path=path, subject=ids[i], contrast=contrast.name
-                ) from exc
-        except InputDataError as exc:
-            return exc
+            def work(i: int) -> dict:
+                return _preprocess_subject(todo[i], i, ids[i], data_directory)
 
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+                results = _in_order(pool, work, list(todo), ahead=2 * max(1, threads))
+                for k, (i, result) in enumerate(results):
+                    for t in todo[i]:
+                        got = result[t.name]
+                        if isinstance(got, InputDataError):
+                            if qc == "strict":
+                                raise got  # a file's problem names every contrast reading it
+                            t.qclog.handle(_for_contrast(got, t.name))
+                            continue
+                        record, stats, stamp = got
+                        t.stats[i] = stats
+                        stats["cache_bytes"] = t.writer.write_record(
+                            i, record, {"stats": stats, "source": stamp}
+                        )
+                    progress.update(done + k + 1)
+                    if stopped:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise Interrupted(
+                            f"{where}: stopped by signal {stopped[0]} after {done + k + 1}/{n} "
+                            "subjects; "
+                            + (
+                                "the rerun resumes there"
+                                if all(t.checkpoint for t in targets)
+                                else "rerun to redo it"
+                            )
+                        )
+            tables = {t.name: _finish(t, subjects, n, sex, split) for t in targets}
+    finally:
+        torch.set_num_threads(torch_threads)
+        _restore_signals(handlers)
+    for t in targets:
+        _write_outputs(t, tables[t.name], shape, n)
+    return tables
+
+
+def _check_sources(contrasts: Sequence[Contrast]) -> None:
+    """Contrasts reading one file must agree on its grid (a contrast table's mistake)."""
+    grids: dict[str, set] = {}
+    for c in contrasts:
+        grids.setdefault(c.data_file, set()).add(c.resolution)
+    for data_file, found in grids.items():
+        if len(found) > 1:
+            raise ConfigError(
+                f"contrasts reading {data_file} disagree on its resolution ({sorted(found)})"
+            )
+
+
+def _open_writer(t: _Target, ids: list, shape: tuple, data_directory) -> CacheWriter:
     fingerprint = hashlib.sha256(
         json.dumps(
-            [contrast.as_dict(), list(stored), list(shape), ids,
+            [t.contrast.as_dict(), list(t.stored), list(shape), ids,
              str(Path(data_directory).resolve()), __version__],
             default=str,
         ).encode()
     ).hexdigest()  # fmt: skip
 
     def still_valid(row: int, extra: dict) -> bool:  # a resumed row whose file is unchanged
-        return extra.get("source") == _source_stamp(sources[row])
+        return extra.get("source") == _source_stamp(t.sources[row])
 
-    stats: dict[int, dict] = {}
-    stopped: list[int] = []
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over subjects instead; restored for the caller
-    handlers = _catch_signals(stopped)
-    try:
-        with CacheWriter(cache, n, stored, partial=checkpoint, fingerprint=fingerprint,
-                         keep=still_valid, dtype=dtype) as writer:  # fmt: skip
-            for i, extra in writer.done.items():
-                stats[i] = extra["stats"]
-            if writer.done:
-                log.info("%s: resumed with %d of %d subjects done", where, len(writer.done), n)
-            todo = [i for i in range(n) if i not in writer.done]
-            progress = Progress(where, n, "subject", log=log, done=len(writer.done))
-            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-                for k, (i, result) in enumerate(zip(todo, pool.map(work, todo), strict=True)):
-                    if isinstance(result, InputDataError):
-                        qclog.handle(result)  # raises under the strict policy
-                    else:
-                        volume, stats[i], stamp = result
-                        stats[i]["cache_bytes"] = writer.write(
-                            i, volume, {"stats": stats[i], "source": stamp}
-                        )
-                    progress.update(len(writer.done) + k + 1)
-                    if stopped:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise Interrupted(
-                            f"{where}: stopped by signal {stopped[0]} after {len(stats)}/{n} "
-                            "subjects; "
-                            + ("the rerun resumes there" if checkpoint else "rerun to redo it")
-                        )
-            if not stats:
-                raise InputDataError(
-                    f"every one of the {n} {sex} {split} subjects failed QC "
-                    f"(first: {qclog.rows[0]['problem']})",
-                    contrast=contrast.name,
-                )
-            table = _manifest(subjects, stats)
-            table = _check_intensities(table, reference, qclog, contrast, sources, where)
-            if table.empty:
-                raise InputDataError(
-                    f"every one of the {n} {sex} {split} subjects failed QC "
-                    f"(first: {qclog.rows[0]['problem']})",
-                    contrast=contrast.name,
-                )
-    finally:
-        torch.set_num_threads(torch_threads)
-        _restore_signals(handlers)
-    write_table(manifest, table)
-    if qc_table is not None:
-        write_table(qc_table, qclog.table())
-    if len(qclog):
-        log.warning("%s: %d of %d subjects skipped by QC", contrast.name, len(qclog), n)
+    writer = CacheWriter(t.cache, len(ids), t.stored, partial=t.checkpoint,
+                         fingerprint=fingerprint, keep=still_valid, dtype=t.dtype)  # fmt: skip
+    for i, extra in writer.done.items():
+        stats = dict(extra["stats"])
+        stats["cache_bytes"] = writer.mask_bytes + writer.dtype.itemsize * writer.records[i][1]
+        t.stats[i] = stats
+    return writer
+
+
+def _preprocess_subject(targets: list[_Target], i: int, subject: str, data_directory) -> dict:
+    """One subject's volumes for ``targets``, each file decoded once: by contrast name, the
+    cache record, statistics and file stamp, or the InputDataError that leaves it out."""
+    out: dict = {}
+    by_file: dict[str, list[_Target]] = {}
+    for t in targets:
+        by_file.setdefault(t.contrast.data_file, []).append(t)
+    for group in by_file.values():
+        path = group[0].sources[i]
+        stamp = _source_stamp(path)
+        grid = get_grid(group[0].contrast.resolution)
+        try:
+            volumes = read_volumes(
+                path, grid, {t.name: t.contrast.volume for t in group}, subject=subject
+            )
+        except InputDataError as exc:
+            out.update({t.name: exc for t in group})
+            continue
+        for t in group:
+            volume = volumes[t.name]
+            if isinstance(volume, InputDataError):
+                out[t.name] = volume
+                continue
+            try:
+                _, stats, record = prepare_volume(volume, t.contrast, t.stored, t.dtype)
+            except ValueError as exc:
+                out[t.name] = InputDataError(str(exc), path=path, subject=subject,
+                                             contrast=t.name)  # fmt: skip
+                continue
+            out[t.name] = (record, stats, stamp)
+    return out
+
+
+def _for_contrast(error: InputDataError, name: str) -> InputDataError:
+    """A file's problem as one contrast's (its QC row names that contrast)."""
+    if error.contrast == name:
+        return error
+    return InputDataError(error.problem, path=error.path, subject=error.subject, contrast=name)
+
+
+def _in_order(pool, fn, items: list, ahead: int):
+    """``(item, fn(item))`` in order, at most ``ahead`` computed before they are taken."""
+    pending: deque = deque()
+    items = iter(items)
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        item, future = pending.popleft()
+        result = future.result()
+        nxt = next(items, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(fn, nxt)))
+        yield item, result
+
+
+def _finish(t: _Target, subjects, n: int, sex: str, split: str) -> pd.DataFrame:
+    """The manifest of one contrast, after its intensity checks."""
+
+    def all_failed() -> InputDataError:
+        return InputDataError(
+            f"every one of the {n} {sex} {split} subjects failed QC "
+            f"(first: {t.qclog.rows[0]['problem']})",
+            contrast=t.name,
+        )
+
+    if not t.stats:
+        raise all_failed()
+    table = _manifest(subjects, t.stats)
+    where = f"{t.name} {sex} {split}"
+    table = _check_intensities(table, t.reference, t.qclog, t.contrast, t.sources, where)
+    if table.empty:
+        raise all_failed()
+    return table
+
+
+def _write_outputs(t: _Target, table: pd.DataFrame, shape: tuple, n: int) -> None:
+    grid = get_grid(t.contrast.resolution)
+    write_table(t.manifest, table)
+    if t.qc_table is not None:
+        write_table(t.qc_table, t.qclog.table())
+    if len(t.qclog):
+        log.warning("%s: %d of %d subjects skipped by QC", t.name, len(t.qclog), n)
     write_json(
-        info,
+        t.info,
         {
-            "contrast": contrast.as_dict(),
+            "contrast": t.contrast.as_dict(),
             "source_grid": {"name": grid.name, "shape": grid.shape, "crop": grid.crop},
             "shape": shape,
             "format": CACHE_FORMAT,
-            "stored_shape": stored,
-            "bytes_per_volume": writer.stored_bytes / max(len(stats), 1),
-            "dense_float16_bytes_per_volume": 2 * int(np.prod(stored)),
-            "dtype": dtype,
+            "stored_shape": t.stored,
+            "bytes_per_volume": t.writer.stored_bytes / max(len(t.stats), 1),
+            "dense_float16_bytes_per_volume": 2 * int(np.prod(t.stored)),
+            "dtype": t.dtype,
             "subjects": len(table),
-            "skipped": len(qclog),
+            "skipped": len(t.qclog),
             "intensity": summarise(table),
             "agemapper_version": __version__,
         },
     )
-    return table
 
 
 def _manifest(subjects: pd.DataFrame, stats: dict[int, dict]) -> pd.DataFrame:

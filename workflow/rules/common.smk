@@ -9,7 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 try:
     from agemapper import paths
-    from agemapper.images.contrasts import read_contrasts, read_table, select
+    from agemapper.images.contrasts import by_source, read_contrasts, read_table, select
     from agemapper.errors import AgeMapperError
     from agemapper.networks.settings import resolve as resolve_training
     from agemapper import planning
@@ -38,6 +38,16 @@ try:
 except AgeMapperError as exc:
     raise WorkflowError(str(exc))
 
+# Contrasts by the file they read: a file that several selected contrasts read (the 4D
+# resting-state file of the 25 rsfmri maps) is decoded once per subject, by one job per sex and
+# cache writing all their caches (rule preprocess_{source}); every other contrast reads a file
+# of its own (rule preprocess_contrast).
+SHARED_SOURCES = {
+    name: [c.name for c in group]
+    for name, group in by_source(select(CONTRAST_TABLE, CONTRASTS)).items()
+    if len(group) > 1
+}
+OWN_SOURCE = [c for c in CONTRASTS if not any(c in g for g in SHARED_SOURCES.values())]
 SEXES = list(config["sexes"])
 REPLICATES = list(range(1, config["training"]["replicates"] + 1))
 COHORT = config["cohort"]
@@ -107,6 +117,11 @@ wildcard_constraints:
     replicate=r"\d+",
 
 
+def wildcard_choice(values):
+    """A wildcard constraint matching exactly ``values`` (nothing when there are none)."""
+    return "|".join(re.escape(v) for v in values) or "(?!)"
+
+
 def per_attempt(base, most=None):
     """A resource that grows with each retry: ``base`` times the attempt (1, 2, ...), at most
     ``most``. Sized for the full study; a profile's ``set-resources`` replaces it per site.
@@ -171,20 +186,25 @@ def initial_networks():
     return expand(pattern, replicate=REPLICATES, allow_missing=True) if pattern else []
 
 
-def intensity_reference(wildcards):
-    """The training split's manifest, the reference for validation and test intensities."""
+def intensity_reference(wildcards, contrasts=None):
+    """The training split's manifests, the reference for validation and test intensities, of
+    ``{contrast}`` or of ``contrasts`` (the contrasts of one source file)."""
     if wildcards.split == "train" or APPLY:
         return []  # the training split is its own reference
-    return paths.manifest(contrast=wildcards.contrast, sex=wildcards.sex, split="train")
+    return [
+        paths.manifest(contrast=c, sex=wildcards.sex, split="train")
+        for c in contrasts or [wildcards.contrast]
+    ]
 
 
-def reference_networks(wildcards):
-    """Apply mode: the networks whose stored training-input statistics are the reference."""
+def reference_networks(wildcards, contrasts=None):
+    """Apply mode: the networks whose stored training-input statistics are the reference,
+    one list for ``{contrast}`` or for each of ``contrasts`` (of one source file)."""
     if not APPLY:
         return []
     return [
-        paths.network(wildcards.contrast, wildcards.sex, r, APPLY["networks"])
-        for r in REPLICATES
+        [paths.network(c, wildcards.sex, r, APPLY["networks"]) for r in REPLICATES]
+        for c in contrasts or [wildcards.contrast]
     ]
 
 
