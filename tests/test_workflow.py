@@ -123,3 +123,43 @@ def test_skip_policy_leaves_the_subject_out_and_reports_it(tmp_path):
     assert bad not in set(deltas[deltas.contrast == "T1_nonlinear"].subject)
     assert bad in set(deltas[deltas.contrast == "tbss_FA_s"].subject)
     shutil.rmtree(tmp_path / "results/synthetic/subjectsAll")
+
+
+@pytest.mark.workflow
+def test_resting_state_maps_are_preprocessed_from_one_decode_of_their_file(tmp_path):
+    """Two rsfMRI maps selected: rule preprocess_rsfmri writes both caches of a sex and split
+    in one job, exactly what preprocessing each map on its own writes."""
+    from agemapper.images.contrasts import read_contrasts
+    from agemapper.images.preprocess import preprocess_split
+    from agemapper.images.subjects import read_subjects, select
+
+    config = _tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["contrasts"] = ["rsfmri_0", "rsfmri_3"]
+    config.write_text(yaml.safe_dump(cfg))
+    args = _workdir_args(tmp_path, config)
+    splits = ("train", "validation", "predict")
+    targets = [
+        f"results/cache/{c}/{s}_{p}.cache" for c in cfg["contrasts"] for s in ("female", "male")
+        for p in splits
+    ]  # fmt: skip
+    res = _run(["-c2", "--notemp", *targets, *args], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    output = res.stdout + res.stderr
+    assert "rule preprocess_rsfmri:" in output and "rule preprocess_contrast:" not in output
+    assert len(list((tmp_path / "results/logs/preprocess_rsfmri").glob("*.log"))) == 6
+
+    results = tmp_path / "results"
+    table = read_contrasts(REPO / "config/contrasts.tsv")
+    subjects = select(read_subjects(results / "qc/subjects.tsv"), "male", ["validation", "test"])
+    for name in cfg["contrasts"]:
+        alone = tmp_path / "alone" / name
+        preprocess_split(
+            subjects, table[name], results / "synthetic/subjectsAll", cfg["preprocess"]["grid"],
+            alone / "predict.cache", alone / "predict.tsv", alone / "predict.json",
+            reference=results / f"cache/{name}/male_train.tsv",
+        )  # fmt: skip
+        grouped = results / f"cache/{name}/male_predict"
+        assert (alone / "predict.cache").read_bytes() == grouped.with_suffix(".cache").read_bytes()
+        assert (alone / "predict.tsv").read_text() == grouped.with_suffix(".tsv").read_text()
+    shutil.rmtree(results / "synthetic/subjectsAll")
