@@ -2,6 +2,7 @@
 
     python benchmarks/preprocess_throughput.py            # 6 subjects, all 57 contrasts
     python benchmarks/preprocess_throughput.py --small    # smoke run: 2 subjects, 4 files
+    python benchmarks/preprocess_throughput.py --subjects 4 --copies 10 --repeats 3
 
 Builds real-size float32 ``.nii.gz`` files (zlib level 6, as FSL writes them) for a few subjects
 at the exact paths of ``config/contrasts.tsv``: the 25 1 mm and 7 2 mm 3D files and the 4D
@@ -245,16 +246,18 @@ def per_group(seconds: dict, jobs: dict, n: int) -> dict[str, float]:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--small", action="store_true", help="smoke run: 2 subjects, 4 files")
+    ap.add_argument("--small", action="store_true",
+                    help="smoke run: 2 subjects in jobs of 4, 4 files, one run (whatever the "
+                         "sizes given)")  # fmt: skip
     ap.add_argument("--subjects", type=int, help="generated subjects (6; --small 2)")
     ap.add_argument("--repeats", type=int, help="timed runs of each path (3; --small 1)")
     ap.add_argument("--copies", type=int, help="folders per subject in a job (10; --small 2)")
     ap.add_argument("--no-original", action="store_true", help="skip the (slow) original path")
     ap.add_argument("--workdir", type=Path, help="keep the generated files here (default: temp)")
     args = ap.parse_args(argv)
-    n = args.subjects or (2 if args.small else 6)
-    repeats = args.repeats or (1 if args.small else 3)
-    copies = args.copies or (2 if args.small else 10)
+    n = 2 if args.small else args.subjects or 6
+    repeats = 1 if args.small else args.repeats or 3
+    copies = 2 if args.small else args.copies or 10
     torch.set_num_threads(1)
     table = read_contrasts(REPO / "config/contrasts.tsv")
     contrasts = list(table.values())

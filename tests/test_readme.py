@@ -115,7 +115,7 @@ BENCHMARKS = [
     "python benchmarks/ensembles.py",
     "python benchmarks/ensembles.py --nonnegative",
     "python benchmarks/browser.py",
-    "python benchmarks/preprocess_throughput.py --subjects 4 --copies 3 --repeats 1",
+    "python benchmarks/preprocess_throughput.py --subjects 4 --copies 10 --repeats 3",
     "python benchmarks/training_fidelity.py --small",
     "python benchmarks/training_fidelity.py --seeds 0 1 2 --variants reference "
     '"shared batch order" threshold_mode output_bias "restarts on (the demo)"',
