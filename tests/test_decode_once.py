@@ -413,6 +413,34 @@ def test_a_volume_problem_leaves_the_subject_out_of_that_contrast_only(tmp_path)
     assert not list((tmp_path / "strict").glob("*.cache"))  # no contrast's outputs
 
 
+def test_values_are_checked_in_the_box_that_is_used(tmp_path):
+    """NaN/Inf in the AgeMapper box leaves the subject out of that map; outside the box (never
+    read) it changes nothing: the caches are those of the file without it."""
+    subjects = _component_cohort(tmp_path / "data")
+    clean = _run_components(tmp_path / "data", subjects, "skip", tmp_path / "clean")
+    for i, (where, value) in enumerate((((40, 50, 40, 2), np.nan), ((2, 2, 85, 0), np.inf))):
+        path = RS[0].path_for(tmp_path / "data", subjects.subject[2 + i])
+        img = read_image(path)
+        vol = np.asarray(img.dataobj, dtype=np.float32)
+        vol[where] = value  # volume 2 is no map here; volume 0 is rsfmri_0, outside its box
+        write_volume(path, vol, GRIDS["2mm"], np.float32)
+    tables = _run_components(tmp_path / "data", subjects, "skip", tmp_path / "out")
+    for c in RS:
+        assert tables[c.name].equals(clean[c.name]), c.name
+        assert (tmp_path / f"out/{c.name}.cache").read_bytes() == (
+            tmp_path / f"clean/{c.name}.cache"
+        ).read_bytes()
+    path = RS[0].path_for(tmp_path / "data", subjects.subject[3])
+    vol = np.asarray(read_image(path).dataobj, dtype=np.float32)
+    vol[40, 50, 40, 3] = -np.inf  # in the box of rsfmri_3
+    write_volume(path, vol, GRIDS["2mm"], np.float32)
+    tables = _run_components(tmp_path / "data", subjects, "skip", tmp_path / "inf")
+    assert subjects.subject[3] not in set(tables["rsfmri_3"].subject)
+    assert tables["rsfmri_0"].equals(clean["rsfmri_0"])
+    qc = pd.read_csv(tmp_path / "inf/rsfmri_3.qc", sep="\t", dtype=str)
+    assert qc.problem[0] == "1 voxels in the AgeMapper box are NaN or Inf", qc.problem[0]
+
+
 def test_a_file_problem_concerns_every_contrast_reading_it(tmp_path):
     subjects = _component_cohort(tmp_path / "data")
     missing = subjects.subject[0]  # the first subject: strict stops there, before subject 1

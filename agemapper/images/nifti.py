@@ -103,7 +103,7 @@ def load_volume(
     return got
 
 
-def read_volumes(path, grid: Grid, volumes: dict, subject=None) -> dict:
+def read_volumes(path, grid: Grid, volumes: dict, subject=None, values: bool = True) -> dict:
     """Decode ``path`` once and return each of ``volumes`` from it, checked.
 
     ``volumes`` maps a contrast name to the index along the 4th axis it reads (``None`` for a
@@ -111,6 +111,8 @@ def read_volumes(path, grid: Grid, volumes: dict, subject=None) -> dict:
     in the file), or to the :class:`~agemapper.errors.InputDataError` of that volume alone (4D
     volume missing, NaN/Inf, all zeros). A problem of the file itself (missing, corrupt, not
     NIfTI, wrong grid, voxel size or orientation) raises, naming every contrast that reads it.
+    ``values=False`` leaves out the checks of the voxels' values (NaN/Inf, all zeros) for a
+    caller that checks the part it uses (preprocessing: the AgeMapper box).
     """
     path = Path(path)
     err = dict(path=path, subject=subject, contrast=contrast_label(list(volumes)))
@@ -131,7 +133,8 @@ def read_volumes(path, grid: Grid, volumes: dict, subject=None) -> dict:
     out = {}
     for name, volume in volumes.items():
         try:
-            out[name] = _volume(img, voxels, shape, grid, volume, {**err, "contrast": name})
+            out[name] = _volume(img, voxels, shape, grid, volume, {**err, "contrast": name},
+                                values)  # fmt: skip
         except InputDataError as exc:
             out[name] = exc
     return out
@@ -157,8 +160,10 @@ def _raw_float32(img, data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, np.float32, count, proxy.offset).reshape(proxy.shape, order="F")
 
 
-def _volume(img, voxels, shape: tuple, grid: Grid, volume: int | None, err: dict) -> np.ndarray:
-    """One 3D volume of a parsed image: float32 on ``grid``, finite, not all zeros."""
+def _volume(img, voxels, shape: tuple, grid: Grid, volume: int | None, err: dict,
+            values: bool = True) -> np.ndarray:  # fmt: skip
+    """One 3D volume of a parsed image: float32 on ``grid``; with ``values``, finite and not
+    all zeros."""
     # Trailing singleton dimensions (x, y, z, 1) are harmless in NIfTI.
     while len(shape) > 3 and shape[-1] == 1 and (volume is None or len(shape) > 4):
         shape = shape[:-1]
@@ -177,6 +182,8 @@ def _volume(img, voxels, shape: tuple, grid: Grid, volume: int | None, err: dict
                 f"has {shape[3]} volumes; volume {volume} (0-based) was asked for", **err
             )
         arr = np.asarray(proxy[..., volume], dtype=np.float32).reshape(grid.shape)
+    if not values:
+        return arr
     # one vectorised pass for the common case: a finite, non-zero sum means every voxel is
     # finite and not all are zero; otherwise the exact checks say which problem it is
     total = arr.sum()

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import threading
 from collections import deque
@@ -106,13 +107,20 @@ def preprocess_volume(
     shape = tuple(int(s) for s in shape)
     cropped = volume[grid.crop_slices]
     crop_mean = float(cropped.mean(dtype=np.float64))
+    # the box's values are checked here, where they are read anyway: a float64 sum of float32
+    # voxels is finite exactly when they all are (voxels outside the box are never used)
+    if not math.isfinite(crop_mean):
+        bad = int(np.count_nonzero(~np.isfinite(cropped)))
+        raise ValueError(f"{bad} voxels in the AgeMapper box are NaN or Inf")
+    top = cropped.max()
+    if top == 0 and not cropped.any():
+        raise ValueError("the AgeMapper box is all zeros")
     norm = 1.0
     if contrast.normalise == "mean":
         if crop_mean <= 0:
             raise ValueError(f"mean of the cropped volume is {crop_mean:g}; cannot normalise")
         norm = 1.0 / crop_mean
     factor = np.float32(norm / contrast.scale_factor)
-    top = cropped.max()
     if cropped.shape == shape and factor > 0:
         out = np.multiply(cropped, factor)  # a new array, in the crop's memory order
         # float32 multiplication by a positive factor is monotone: the extremes of ``out``
@@ -394,9 +402,10 @@ def _preprocess_subject(targets: list[_Target], i: int, subject: str, data_direc
         stamp = _source_stamp(path)
         grid = get_grid(group[0].contrast.resolution)
         try:
-            volumes = read_volumes(
-                path, grid, {t.name: t.contrast.volume for t in group}, subject=subject
-            )
+            volumes = read_volumes(  # the values are checked in the box: preprocess_volume
+                path, grid, {t.name: t.contrast.volume for t in group}, subject=subject,
+                values=False,
+            )  # fmt: skip
         except InputDataError as exc:
             out.update({t.name: exc for t in group})
             continue
